@@ -1,0 +1,3 @@
+from kijkmee.cli import main
+
+raise SystemExit(main())

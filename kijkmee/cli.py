@@ -1,0 +1,85 @@
+"""The `kijkmee` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from kijkmee import __version__
+from kijkmee.config import ConfigError, ServeConfig, load_config, option_help, option_names
+
+DESCRIPTION = """\
+kijkmee: privacy-first video calls for up to three people, peer to peer, over TLS.
+
+Every option can also be set in a TOML file (--config, or KIJKMEE_CONFIG) with the
+option's name as key (data_dir = "/var/lib/kijkmee"), or as an environment variable
+KIJKMEE_<NAME> (KIJKMEE_DATA_DIR=/var/lib/kijkmee). Flags win over the environment,
+which wins over the file."""
+
+
+def _add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
+    hints = typing.get_type_hints(cls)
+    helps = option_help(cls)
+    defaults = cls()
+    parser.add_argument("--config", type=Path, metavar="FILE", default=argparse.SUPPRESS,
+                        help="TOML file with options (default: $KIJKMEE_CONFIG, if set)")
+    for name in option_names(cls):
+        default = getattr(defaults, name)
+        shown = "not set" if default is None else str(default)
+        kind = hints[name]
+        metavar = "N" if kind in (int, int | None, float) else name.upper().split("_")[-1]
+        parser.add_argument(
+            f"--{name.replace('_', '-')}", dest=name, metavar=metavar, default=argparse.SUPPRESS,
+            help=f"{helps.get(name, '')} (default: {shown})",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kijkmee", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"kijkmee {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve",
+        help="run HTTPS pages, signaling and the metadata store on this machine",
+        description="Run kijkmee on one machine with embedded defaults and print the URL to open.",
+    )
+    _add_options(serve, ServeConfig)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = vars(parser.parse_args(argv))
+    command = args.pop("command", None)
+    if command is None:
+        parser.print_help()
+        return 2
+    config_file = args.pop("config", None) or (Path(os.environ["KIJKMEE_CONFIG"])
+                                               if os.environ.get("KIJKMEE_CONFIG") else None)
+    try:
+        config = load_config(ServeConfig, file=config_file, env=os.environ, flags=args)
+    except ConfigError as exc:
+        print(f"kijkmee: configuration error: {exc}", file=sys.stderr)
+        return 2
+    from kijkmee.logs import setup_logging
+    from kijkmee.serve import serve_forever
+    from signaling.app import ClientMissing
+
+    setup_logging(config.log_level)
+    try:
+        asyncio.run(serve_forever(config))
+    except ClientMissing as exc:
+        print(f"kijkmee: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"kijkmee: cannot start: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0

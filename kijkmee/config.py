@@ -1,0 +1,225 @@
+"""Configuration for `kijkmee serve`: defaults < TOML file < KIJKMEE_* environment < command-line flags.
+
+Every option is a field of a frozen dataclass with a docstring; the same field name is the TOML key,
+the flag (`--data-dir`) and the environment variable (`KIJKMEE_DATA_DIR`). Values are checked once,
+at start-up, and a bad one stops the program with a sentence that names where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "KIJKMEE_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, malformed or out of range; the message says which and where."""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Settings of `kijkmee serve` (HTTPS pages, signaling and the metadata store on one machine)."""
+
+    host: str = "127.0.0.1"
+    """Address the HTTPS listener binds to (127.0.0.1 keeps it on this machine)."""
+
+    port: int = 8443
+    """HTTPS port. 0 lets the system pick a free one (used by tests)."""
+
+    http_port: int | None = None
+    """Optional plain-HTTP port that only redirects to HTTPS. Off when not set."""
+
+    data_dir: Path = Path("kijkmee-data")
+    """Folder for the SQLite database and the development certificate."""
+
+    cert_file: Path | None = None
+    """PEM certificate chain for HTTPS. Without it a self-signed localhost certificate is made."""
+
+    key_file: Path | None = None
+    """PEM private key belonging to cert_file."""
+
+    public_url: str | None = None
+    """Base URL people use to reach this server, for call links (e.g. https://call.example.nl).
+    Without it, links use the address the visitor typed."""
+
+    room_capacity: int = 3
+    """Most people in one call (1 to 3: calls are a peer-to-peer mesh)."""
+
+    room_ttl_hours: float = 24.0
+    """How long a call link stays valid after it was created or last used."""
+
+    log_level: str = "info"
+    """debug, info, warning or error. Logs never hold IP addresses, names, SDP or user agents."""
+
+    def validate(self) -> ServeConfig:
+        """Raise ConfigError for a value that cannot work; return self so calls can chain."""
+        _check_port("port", self.port, allow_zero=True)
+        if self.http_port is not None:
+            _check_port("http_port", self.http_port, allow_zero=True)
+        if not self.host:
+            raise ConfigError("host: must not be empty")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ConfigError("cert_file and key_file: give both or neither")
+        for name in ("cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"{name}: {path} is not a readable file")
+        if not 1 <= self.room_capacity <= 3:
+            raise ConfigError(f"room_capacity: {self.room_capacity} is not between 1 and 3")
+        if not 0 < self.room_ttl_hours <= 24 * 31:
+            raise ConfigError(f"room_ttl_hours: {self.room_ttl_hours} is not between 0 and 744")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise ConfigError(f"log_level: {self.log_level!r} is not debug, info, warning or error")
+        if self.public_url is not None and not self.public_url.startswith("https://"):
+            raise ConfigError(f"public_url: {self.public_url!r} must start with https://")
+        return self
+
+    def base_url(self, port: int | None = None) -> str:
+        """The URL printed for people to open; `port` is the bound port when `port` was 0."""
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::"):  # noqa: S104 - a bind-all address is not a URL a person can open
+            host = "localhost"
+        elif _is_ipv6(host):
+            host = f"[{host}]"
+        return f"https://{host}:{port if port is not None else self.port}"
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).version == 6
+    except ValueError:
+        return False
+
+
+def _check_port(name: str, value: int, *, allow_zero: bool) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= value <= 65535:
+        raise ConfigError(f"{name}: {value} is not a port number ({low} to 65535)")
+
+
+def option_names(cls: type[Any]) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def option_help(cls: type[Any]) -> dict[str, str]:
+    """Field docstrings (the string literal after each field), for --help."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, following in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _coerce(annotation: Any, raw: Any, where: str) -> Any:
+    """Turn a TOML value or an environment/flag string into the field's type, or raise ConfigError."""
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        inner = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if raw is None or raw == "":
+            return None
+        return _coerce(inner[0], raw, where)
+    if annotation is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where}: {raw!r} is not true or false")
+    if annotation is int:
+        if isinstance(raw, bool):
+            raise ConfigError(f"{where}: {raw!r} is not a whole number")
+        try:
+            return int(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {raw!r} is not a whole number") from None
+    if annotation is float:
+        try:
+            return float(raw)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: {raw!r} is not a number") from None
+    if annotation is Path:
+        if not isinstance(raw, str | Path) or str(raw) == "":
+            raise ConfigError(f"{where}: {raw!r} is not a path")
+        return Path(raw).expanduser()
+    if annotation is str:
+        if not isinstance(raw, str):
+            raise ConfigError(f"{where}: {raw!r} is not text")
+        return raw
+    raise ConfigError(f"{where}: unsupported option type {annotation!r}")  # pragma: no cover
+
+
+def load_config(
+    cls: type[Any],
+    *,
+    file: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    flags: Mapping[str, Any] | None = None,
+    section: str | None = None,
+) -> Any:
+    """Build and validate a config dataclass from a TOML file, the environment and flags (in rising order).
+
+    `section` picks a TOML table (e.g. "relay"); without it the top-level keys are used and tables
+    are left for other commands.
+    """
+    hints = typing.get_type_hints(cls)
+    known = set(option_names(cls))
+    values: dict[str, Any] = {}
+
+    if file is not None:
+        try:
+            document = tomllib.loads(file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"config file {file}: cannot be read ({exc.strerror})") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file}: not valid TOML ({exc})") from None
+        table = document.get(section, {}) if section else document
+        if not isinstance(table, dict):
+            raise ConfigError(f"config file {file}: [{section}] must be a table")
+        for key, raw in table.items():
+            if isinstance(raw, dict) and section is None:
+                continue  # another command's table
+            name = key.replace("-", "_")
+            if name not in known:
+                raise ConfigError(f"config file {file}: unknown option {key!r}")
+            values[name] = _coerce(hints[name], raw, f"{file}: {key}")
+
+    prefix = ENV_PREFIX + (f"{section.upper()}_" if section else "")
+    for key, raw in (env or {}).items():
+        if not key.startswith(prefix) or key == ENV_PREFIX + "CONFIG":
+            continue
+        name = key[len(prefix):].lower()
+        if name in known:
+            values[name] = _coerce(hints[name], raw, key)
+
+    for name, raw in (flags or {}).items():
+        if name not in known:
+            raise ConfigError(f"--{name.replace('_', '-')}: unknown option")  # pragma: no cover
+        values[name] = _coerce(hints[name], raw, f"--{name.replace('_', '-')}")
+
+    config = cls(**values)
+    validate = getattr(config, "validate", None)
+    return validate() if validate else config
+

@@ -1,0 +1,54 @@
+"""Settings the composition root hands to the signaling app."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+IceServersProvider = Callable[[str], list[dict[str, Any]]]
+"""Given a peer id, the RTCIceServer dicts to hand that participant (our own STUN/TURN only)."""
+
+
+def no_ice_servers(peer_id: str) -> list[dict[str, Any]]:
+    """Host candidates only: used until a relay is configured. Never a public STUN server."""
+    return []
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class SignalingSettings:
+    client_dir: Path
+    """Folder of the browser client (HTML, JS, CSS; node_modules inside for socket.io-client)."""
+
+    public_url: str | None = None
+    """Public https base URL for call links; None builds them from the Host the visitor used."""
+
+    room_capacity: int = 3
+    """Most people in one call."""
+
+    room_ttl: dt.timedelta = dt.timedelta(hours=24)
+    """How long a link stays valid after it was created or last left."""
+
+    ice_servers: IceServersProvider = no_ice_servers
+    """Our STUN/TURN servers with per-join credentials."""
+
+    ice_transport_policy: str = "all"
+    """'all' (direct where possible) or 'relay'."""
+
+    message_rate: float = 20.0
+    """Signaling messages per second a connection may send on average."""
+
+    message_burst: float = 120.0
+    """Messages a connection may send at once (ICE candidates come in bursts)."""
+
+    max_message_bytes: int = 80 * 1024
+    """Largest Socket.IO message accepted; larger ones close the connection (an SDP is at most 64 KiB)."""
+
+    clock: Callable[[], dt.datetime] = field(default=utc_now)
+    """Wall clock, injectable for tests."""

@@ -1,0 +1,202 @@
+"""Socket.IO handlers: feed client events into the room registry and the store, send results out.
+
+The protocol is in docs/signaling-protocol.md. Every handler goes through `_dispatch`, the one place
+where a refusal becomes an ack and a `signal-error` event. SDP and candidates pass through memory
+only: they are checked, handed to one peer of the sender's room and forgotten.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import socketio
+
+from metadata_store import MetadataStore
+from signaling.errors import (
+    AlreadyJoined,
+    BadRequest,
+    NotJoined,
+    RateLimited,
+    RoomExpired,
+    SignalingError,
+    UnknownEvent,
+)
+from signaling.ratelimit import TokenBucket
+from signaling.rooms import Participant, RoomRegistry
+from signaling.settings import SignalingSettings
+from signaling.validation import parse_candidate, parse_description, parse_join
+
+log = logging.getLogger("kijkmee.signaling")
+
+Reply = dict[str, Any]
+
+
+@dataclass
+class Connection:
+    sid: str
+    ip: str
+    bucket: TokenBucket
+    peer_id: str | None = None
+    room_id: str | None = None
+    session_id: int | None = None
+    closed: bool = False
+
+
+class SignalingService:
+    def __init__(
+        self,
+        sio: socketio.AsyncServer,
+        rooms: RoomRegistry,
+        store: MetadataStore,
+        settings: SignalingSettings,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sio = sio
+        self.rooms = rooms
+        self.store = store
+        self.settings = settings
+        self._monotonic = monotonic
+        self._connections: dict[str, Connection] = {}
+        self._sid_of_peer: dict[str, str] = {}
+        self._handlers: dict[str, Callable[[Connection, Any], Awaitable[Reply]]] = {
+            "join": self._join,
+            "offer": self._description("offer"),
+            "answer": self._description("answer"),
+            "candidate": self._candidate,
+            "leave": self._leave,
+        }
+        sio.on("connect", self._on_connect)
+        sio.on("disconnect", self._on_disconnect)
+        sio.on("*", self._on_event)
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    async def disconnect_all(self) -> None:
+        """On shutdown: close every connection so long-polling requests end now, not at the next ping."""
+        for sid in list(self._connections):
+            await self.sio.disconnect(sid)
+
+    async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
+        request = environ.get("aiohttp.request")
+        ip = (request.remote if request is not None else None) or "unknown"
+        bucket = TokenBucket(self.settings.message_rate, self.settings.message_burst, self._monotonic())
+        self._connections[sid] = Connection(sid=sid, ip=ip, bucket=bucket)
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        connection = self._connections.pop(sid, None)
+        if connection is not None:
+            connection.closed = True
+            await self._depart(connection)
+
+    async def _on_event(self, event: str, sid: str, *args: Any) -> Reply:
+        connection = self._connections.get(sid)
+        if connection is None:  # pragma: no cover - socket.io only routes events of connected sids
+            return {"ok": False, "error": "not-joined", "message": NotJoined.message}
+        try:
+            if not connection.bucket.allow(self._monotonic()):
+                raise RateLimited()
+            handler = self._handlers.get(event)
+            if handler is None:
+                raise UnknownEvent()
+            if len(args) > 1:
+                raise BadRequest("Send one object per message.")
+            reply = await handler(connection, args[0] if args else None)
+            return {"ok": True, **reply}
+        except SignalingError as refusal:
+            await self.sio.emit(
+                "signal-error", {"error": refusal.code, "event": event[:32], "message": refusal.message}, to=sid
+            )
+            return {"ok": False, "error": refusal.code, "message": refusal.message}
+        except Exception:
+            log.exception("signaling handler failed", extra={"event": event[:32]})
+            message = "Something went wrong on the server."
+            await self.sio.emit("signal-error", {"error": "internal", "event": event[:32], "message": message}, to=sid)
+            return {"ok": False, "error": "internal", "message": message}
+
+    async def _join(self, connection: Connection, payload: Any) -> Reply:
+        request = parse_join(payload)
+        if connection.peer_id is not None:
+            raise AlreadyJoined()
+        now = self.settings.clock()
+        room = await self.store.get_room(request.room)
+        if room is None or room.expires_at <= now:
+            raise RoomExpired()
+        if connection.closed or connection.peer_id is not None:  # changed while we waited for the store
+            raise AlreadyJoined()
+        participant = Participant(id=secrets.token_urlsafe(12), name=request.name)
+        admission = self.rooms.join(request.room, participant)  # atomic: no await inside
+        connection.peer_id, connection.room_id = participant.id, request.room
+        self._sid_of_peer[participant.id] = connection.sid
+        try:
+            connection.session_id = await self.store.open_session(request.room, connection.ip, request.name, now)
+        except Exception:
+            await self._depart(connection)
+            raise
+        if connection.closed:  # disconnected while the row was written
+            await self.store.close_session(connection.session_id, self.settings.clock())
+            raise NotJoined()
+        for other in admission.others:
+            await self._emit_to_peer(other.id, "peer-joined", {"id": participant.id, "name": participant.name})
+        return {
+            "self": participant.id,
+            "peers": [{"id": p.id, "name": p.name} for p in admission.others],
+            "iceServers": self.settings.ice_servers(participant.id),
+            "iceTransportPolicy": self.settings.ice_transport_policy,
+        }
+
+    def _description(self, kind: str) -> Callable[[Connection, Any], Awaitable[Reply]]:
+        async def forward(connection: Connection, payload: Any) -> Reply:
+            sender = self._require_joined(connection)
+            message = parse_description(payload)
+            self.rooms.check_can_signal(sender, message.to)
+            await self._emit_to_peer(message.to, kind, {"from": sender, "sdp": message.sdp})
+            return {}
+
+        return forward
+
+    async def _candidate(self, connection: Connection, payload: Any) -> Reply:
+        sender = self._require_joined(connection)
+        message = parse_candidate(payload)
+        self.rooms.check_can_signal(sender, message.to)
+        await self._emit_to_peer(message.to, "candidate", {"from": sender, "candidate": message.candidate})
+        return {}
+
+    async def _leave(self, connection: Connection, payload: Any) -> Reply:
+        self._require_joined(connection)
+        await self._depart(connection)
+        return {}
+
+    def _require_joined(self, connection: Connection) -> str:
+        if connection.peer_id is None:
+            raise NotJoined()
+        return connection.peer_id
+
+    async def _depart(self, connection: Connection) -> None:
+        """Free the seat, tell the others, close the session row, keep the link alive for a while."""
+        peer_id, session_id = connection.peer_id, connection.session_id
+        connection.peer_id = connection.room_id = connection.session_id = None
+        if peer_id is None:
+            return
+        self._sid_of_peer.pop(peer_id, None)
+        departure = self.rooms.leave(peer_id)
+        if departure is None:
+            return
+        now = self.settings.clock()
+        for other in departure.remaining:
+            await self._emit_to_peer(other.id, "peer-left", {"id": peer_id})
+        if session_id is not None:
+            await self.store.close_session(session_id, now)
+        if departure.room_now_empty:
+            await self.store.extend_room(departure.room_id, now + self.settings.room_ttl)
+
+    async def _emit_to_peer(self, peer_id: str, event: str, data: dict[str, Any]) -> None:
+        sid = self._sid_of_peer.get(peer_id)
+        if sid is not None:
+            await self.sio.emit(event, data, to=sid)

@@ -1,0 +1,188 @@
+"""Signaling against a real server on loopback with python-socketio clients."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from tests.conftest import Server
+from tests.integration.sio_helpers import Participant, create_room
+
+SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+
+Connect = Callable[..., Awaitable[Participant]]
+
+
+@pytest.fixture
+async def connect(server: Server) -> AsyncIterator[Connect]:
+    made: list[Participant] = []
+
+    async def make(transport: str = "websocket") -> Participant:
+        participant = await Participant().connect(server.url, transport)
+        made.append(participant)
+        return participant
+
+    yield make
+    for participant in made:
+        await participant.close()
+
+
+def session_rows(server: Server) -> list[tuple[object, ...]]:
+    with sqlite3.connect(server.data_dir / "kijkmee.sqlite3") as db:
+        return db.execute("SELECT room_id, ip, name, left_at IS NOT NULL FROM sessions ORDER BY id").fetchall()
+
+
+async def test_three_join_and_see_each_other(server: Server, connect: Connect) -> None:
+    room = await create_room(server.url)
+    alice, bob, carol = [await connect() for _ in range(3)]
+    a = await alice.join(room, "Alice")
+    assert a["ok"] and a["peers"] == [] and a["iceServers"] == [] and a["iceTransportPolicy"] == "all"
+    b = await bob.join(room)
+    assert b["peers"] == [{"id": a["self"], "name": "Alice"}]
+    c = await carol.join(room, "  Carol\u0000\u202e ")
+    assert [p["id"] for p in c["peers"]] == [a["self"], b["self"]]
+    joined = await alice.wait_for("peer-joined", 2)
+    assert joined == [{"id": b["self"], "name": None}, {"id": c["self"], "name": "Carol"}]
+    assert len({a["self"], b["self"], c["self"]}) == 3
+
+
+async def test_ten_simultaneous_joins_admit_exactly_three(server: Server, connect: Connect) -> None:
+    room = await create_room(server.url)
+    clients = [await connect(transport="polling" if i % 2 else "websocket") for i in range(10)]
+    results = await asyncio.gather(*(client.join(room) for client in clients))
+    admitted = [r for r in results if r["ok"]]
+    refused = [r for r in results if not r["ok"]]
+    assert len(admitted) == 3
+    assert {r["error"] for r in refused} == {"room-full"}
+    assert all("three" in r["message"] or "most people" in r["message"] for r in refused)
+    assert len(session_rows(server)) == 3
+
+
+async def test_leave_frees_the_seat_and_tells_the_others(server: Server, connect: Connect) -> None:
+    room = await create_room(server.url)
+    first, second, third, fourth = [await connect() for _ in range(4)]
+    for client in (first, second, third):
+        assert (await client.join(room))["ok"]
+    assert (await fourth.join(room))["error"] == "room-full"
+    second_id = [p["id"] for p in (await first.wait_for("peer-joined", 2))][0]
+    assert (await second.call("leave", {})) == {"ok": True}
+    assert (await first.wait_for("peer-left")) == [{"id": second_id}]
+    assert (await third.wait_for("peer-left")) == [{"id": second_id}]
+    retry = await fourth.join(room)
+    assert retry["ok"] and len(retry["peers"]) == 2
+
+
+async def test_disconnect_frees_the_seat_and_closes_the_session_row(server: Server, connect: Connect) -> None:
+    room = await create_room(server.url)
+    stay, go = await connect(), await connect()
+    await stay.join(room, "Stay")
+    gone = await go.join(room)
+    await go.close()
+    assert (await stay.wait_for("peer-left")) == [{"id": gone["self"]}]
+    rows = session_rows(server)
+    assert rows == [(room, "127.0.0.1", "Stay", 0), (room, "127.0.0.1", None, 1)]
+
+
+async def test_signals_reach_only_the_named_peer_of_the_same_room(server: Server, connect: Connect) -> None:
+    room, other_room = await create_room(server.url), await create_room(server.url)
+    alice, bob, carol, mallory = [await connect() for _ in range(4)]
+    a = await alice.join(room)
+    b = await bob.join(room)
+    await carol.join(room)
+    m = await mallory.join(other_room)
+
+    assert (await alice.call("offer", {"to": b["self"], "sdp": SDP, "extra": "dropped"}))["ok"]
+    offers = await bob.wait_for("offer")
+    assert offers == [{"from": a["self"], "sdp": SDP}]
+    candidate = {"candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid": "0",
+                 "sdpMLineIndex": 0, "usernameFragment": "abcd", "secret": "not forwarded"}
+    assert (await bob.call("candidate", {"to": a["self"], "candidate": candidate}))["ok"]
+    got = await alice.wait_for("candidate")
+    assert got == [{"from": b["self"], "candidate": {k: candidate[k] for k in
+                                                     ("candidate", "sdpMid", "sdpMLineIndex", "usernameFragment")}}]
+    assert (await bob.call("answer", {"to": a["self"], "sdp": SDP}))["ok"]
+    await alice.wait_for("answer")
+
+    refused = await mallory.call("offer", {"to": a["self"], "sdp": SDP})
+    assert refused == {"ok": False, "error": "unknown-peer", "message": "That participant is not in your call."}
+    errors = await mallory.wait_for("signal-error")
+    assert errors[0]["error"] == "unknown-peer" and errors[0]["event"] == "offer"
+    self_offer = await alice.call("offer", {"to": a["self"], "sdp": SDP})
+    assert self_offer["error"] == "unknown-peer"
+    await asyncio.sleep(0.2)
+    assert alice.received("offer") == [] and carol.received("offer") == []
+    assert m["peers"] == []
+
+
+async def test_signaling_before_join_is_refused(server: Server, connect: Connect) -> None:
+    lurker = await connect()
+    reply = await lurker.call("offer", {"to": "abcdefghijkl", "sdp": SDP})
+    assert reply["error"] == "not-joined"
+
+
+@pytest.mark.parametrize(
+    ("event", "payload", "error"),
+    [
+        ("join", {"room": "short"}, "bad-request"),
+        ("join", {"room": "x" * 22, "name": 42}, "bad-request"),
+        ("join", {"room": "x" * 22, "name": "n" * 65}, "bad-request"),
+        ("join", "not an object", "bad-request"),
+        ("join", None, "bad-request"),
+        ("join", {"room": "A" * 22}, "room-expired"),
+        ("hello", {}, "unknown-event"),
+    ],
+)
+async def test_malformed_requests_get_a_clear_refusal(
+    server: Server, connect: Connect, event: str, payload: object, error: str
+) -> None:
+    client = await connect()
+    reply = await client.call(event, payload)
+    assert reply["ok"] is False and reply["error"] == error and reply["message"]
+    assert (await client.wait_for("signal-error"))[0]["error"] == error
+    assert session_rows(server) == []
+
+
+async def test_oversized_and_malformed_signals_do_not_crash_the_server(server: Server, connect: Connect) -> None:
+    room = await create_room(server.url)
+    alice, bob = await connect(), await connect()
+    await alice.join(room)
+    b = await bob.join(room)
+    too_big = await alice.call("offer", {"to": b["self"], "sdp": "a" * (64 * 1024 + 1)})
+    assert too_big["error"] == "bad-request" and "65536" in too_big["message"]
+    for bad in ({"to": b["self"]}, {"to": 5, "sdp": SDP}, {"to": b["self"], "candidate": "x"},
+                {"to": b["self"], "candidate": {"candidate": "c", "sdpMLineIndex": -1}}, []):
+        event = "candidate" if isinstance(bad, dict) and "candidate" in bad else "offer"
+        assert (await alice.call(event, bad))["error"] == "bad-request"
+    # Larger than the Socket.IO message cap: the server drops that connection, and only that one.
+    with pytest.raises(Exception):  # noqa: B017 - the client sees a timeout or a disconnect, both fine
+        await alice.call("offer", {"to": b["self"], "sdp": "a" * 200_000}, timeout=3)
+    assert (await bob.wait_for("peer-left"))
+    fresh = await connect()
+    assert (await fresh.join(room))["ok"]
+    assert bob.received("offer") == []
+
+
+async def test_message_rate_is_limited_per_connection(server: Server, connect: Connect) -> None:
+    room = await create_room(server.url)
+    alice, bob = await connect(), await connect()
+    await alice.join(room)
+    b = await bob.join(room)
+    replies = await asyncio.gather(
+        *(alice.call("candidate", {"to": b["self"], "candidate": None}) for _ in range(300))
+    )
+    limited = [r for r in replies if not r["ok"]]
+    assert limited and {r["error"] for r in limited} == {"rate-limited"}
+    assert 100 <= sum(r["ok"] for r in replies) < 300
+    # Another connection is not slowed down by alice's flood.
+    assert (await bob.call("candidate", {"to": b["peers"][0]["id"], "candidate": None}))["ok"]
+
+
+async def test_joining_twice_on_one_connection_is_refused(server: Server, connect: Connect) -> None:
+    room = await create_room(server.url)
+    client = await connect()
+    assert (await client.join(room))["ok"]
+    assert (await client.join(room))["error"] == "already-joined"
+    assert len(session_rows(server)) == 1
