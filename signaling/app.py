@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any
+
 import socketio
 from aiohttp import web
 
@@ -17,6 +21,23 @@ class ClientMissing(RuntimeError):
     """The browser client's npm packages are not installed."""
 
 
+def _same_origin(settings: SignalingSettings) -> Callable[[str | None, dict[str, Any]], bool]:
+    """Browsers may open Socket.IO only from our own pages (the iframe of an embed is our page too)."""
+
+    def allowed(origin: str | None, environ: dict[str, Any]) -> bool:
+        own = settings.public_url or f"https://{environ.get('HTTP_HOST', '')}"
+        return origin is not None and origin.rstrip("/") == own.rstrip("/")
+
+    return allowed
+
+
+def _quiet_logger(name: str) -> logging.Logger:
+    """python-socketio's loggers, kept to errors (their info lines name connection ids and payload sizes)."""
+    logger = logging.getLogger(name)
+    logger.setLevel(logging.ERROR)
+    return logger
+
+
 def create_app(settings: SignalingSettings, store: MetadataStore) -> web.Application:
     """Build the app. The caller owns `store` (opens it before and closes it after)."""
     if not (settings.client_dir / SOCKET_IO_CLIENT).is_file():
@@ -28,9 +49,9 @@ def create_app(settings: SignalingSettings, store: MetadataStore) -> web.Applica
     sio = socketio.AsyncServer(
         async_mode="aiohttp",
         max_http_buffer_size=settings.max_message_bytes,
-        cors_allowed_origins=None,  # same origin only
-        logger=False,
-        engineio_logger=False,
+        cors_allowed_origins=_same_origin(settings),
+        logger=_quiet_logger("kijkmee.socketio"),
+        engineio_logger=_quiet_logger("kijkmee.engineio"),
     )
     sio.attach(app)
     app[keys.SETTINGS] = settings

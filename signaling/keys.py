@@ -16,4 +16,4 @@ if TYPE_CHECKING:
 SETTINGS = web.AppKey("settings", SignalingSettings)
 STORE = web.AppKey("store", MetadataStore)
 ROOMS = web.AppKey("rooms", RoomRegistry)
-SERVICE: web.AppKey["SignalingService"] = web.AppKey("service")
+SERVICE: web.AppKey[SignalingService] = web.AppKey("service")

@@ -18,10 +18,13 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 
 def in_private_netns() -> bool:
     """True when the only network interface is loopback (a namespace made for the tests)."""
+    # /proc/net/dev follows the caller's namespace (/sys/class/net shows the one sysfs was mounted in).
     try:
-        return sorted(os.listdir("/sys/class/net")) == ["lo"]
+        with open("/proc/net/dev", encoding="ascii") as table:
+            names = [line.split(":", 1)[0].strip() for line in table.readlines()[2:]]
     except OSError:
         return False
+    return names == ["lo"]
 
 
 @dataclass

@@ -1,0 +1,54 @@
+# kijkmee: two commands.
+#   make run    set up and start kijkmee on this machine (https://127.0.0.1:8443)
+#   make test   set up and run every test (installs Debian's chromium, coturn and testssl.sh if missing)
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+NETNS := $(shell if [ "$$(id -u)" = 0 ]; then echo "unshare --net"; else echo "unshare -rn"; fi)
+DEBIAN_PACKAGES := chromium coturn testssl.sh libnss3-tools openssl iproute2
+PYTEST_ARGS ?=
+
+.PHONY: run test setup setup-test system-packages lint clean
+
+run: setup
+	$(BIN)/kijkmee serve
+
+setup: $(VENV)/.installed client_web/node_modules/.package-lock.json
+
+setup-test: $(VENV)/.installed-test client_web/node_modules/.package-lock.json system-packages
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+client_web/node_modules/.package-lock.json: client_web/package.json client_web/package-lock.json
+	cd client_web && npm ci --no-audit --no-fund --loglevel=error
+
+# Debian packages the tests drive: installed only when one is missing (needs root, as on CI).
+system-packages:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+# Two pytest runs: everything that may use the host's network (PostgreSQL, Redis, loopback servers),
+# then browser and WebRTC media tests inside a fresh network namespace that has only loopback, so
+# Chromium and aiortc cannot reach or gather any other interface.
+test: setup-test
+	$(BIN)/python -m pytest -m "not netns" $(PYTEST_ARGS)
+	$(NETNS) sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -m netns $(PYTEST_ARGS)'
+
+lint: setup-test
+	$(BIN)/ruff check kijkmee signaling metadata_store turn_relay tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) client_web/node_modules

@@ -1,0 +1,171 @@
+"""A real three-person call in Debian's Chromium, driven by Playwright, against `kijkmee serve`."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PEER_STATS_JS, ServeProcess
+
+pytestmark = pytest.mark.netns
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+class People:
+    """Browser contexts (one per person) that are closed after the test."""
+
+    def __init__(self, browser: Browser) -> None:
+        self.browser = browser
+        self.contexts: list[BrowserContext] = []
+
+    def open(self, url: str, locale: str = "en-GB", viewport: dict[str, int] | None = None) -> Page:
+        context = self.browser.new_context(ignore_https_errors=True, locale=locale,
+                                           viewport=viewport or {"width": 1280, "height": 720})
+        self.contexts.append(context)
+        page = context.new_page()
+        page.goto(url)
+        return page
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+
+
+@pytest.fixture
+def people(browser: Browser) -> Iterator[People]:
+    crowd = People(browser)
+    yield crowd
+    crowd.close()
+
+
+def start_call(page: Page, base_url: str) -> str:
+    page.goto(base_url + "/")
+    page.click("#start-call")
+    link = page.locator("#room-link")
+    expect(link).to_be_visible()
+    url = link.get_attribute("href")
+    assert url and url.startswith(base_url + "/r/")
+    assert page.locator("#room-url").input_value() == url
+    return url
+
+
+def join(page: Page, name: str | None = None) -> None:
+    expect(page.locator("#join")).to_be_enabled()
+    if name is not None:
+        page.fill("#name", name)
+    page.click("#join")
+
+
+def wait_state(page: Page, state: str, timeout: float = 15_000) -> None:
+    page.wait_for_function("s => window.kijkmee && window.kijkmee.state === s", arg=state, timeout=timeout)
+
+
+def peer_stats(page: Page) -> dict[str, Any]:
+    result: dict[str, Any] = page.evaluate(PEER_STATS_JS)
+    return result
+
+
+def wait_for_media_from(page: Page, count: int, timeout: float = 20.0) -> dict[str, Any]:
+    """Wait until `count` peers each deliver decoded video and audio; return the stats."""
+    deadline = time.monotonic() + timeout
+    stats: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        stats = peer_stats(page)
+        ready = [s for s in stats.values() if s["frames"] > 0 and s["audioSamples"] > 0]
+        if len(stats) == count and len(ready) == count:
+            return stats
+        time.sleep(0.25)
+    raise AssertionError(f"media from {count} peers not flowing: {json.dumps(stats)}")
+
+
+def assert_media_rising(page: Page, before: dict[str, Any]) -> None:
+    time.sleep(1.5)
+    after = peer_stats(page)
+    for peer_id, old in before.items():
+        assert after[peer_id]["frames"] > old["frames"], (peer_id, old, after[peer_id])
+        assert after[peer_id]["audioSamples"] > old["audioSamples"], (peer_id, old, after[peer_id])
+
+
+def test_three_people_call_a_fourth_is_turned_away_and_a_leave_frees_the_seat(
+    serve: ServeProcess, people: People
+) -> None:
+    anna = people.open(serve.url)
+    url = start_call(anna, serve.url)
+    anna.goto(url)
+    join(anna, "Anna")
+    wait_state(anna, "in-call")
+    bram, carla = people.open(url), people.open(url)
+    join(bram)
+    join(carla, "Carla")
+
+    for page in (anna, bram, carla):
+        wait_state(page, "in-call")
+        stats = wait_for_media_from(page, 2)
+        for peer in stats.values():
+            assert peer["connection"] == "connected"
+            assert peer["route"]["local"] == "host" and peer["route"]["remote"] == "host"  # direct, peer to peer
+            assert peer["route"]["dtls"] == "connected"
+        assert_media_rising(page, stats)
+        expect(page.locator("#tiles .tile")).to_have_count(3)
+    expect(bram.locator(".tile:not(.self)")).to_contain_text(["Anna", "Carla"])
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    anna.screenshot(path=str(ARTIFACTS / "call-3way.png"))
+
+    # A fourth person, with a Dutch browser, gets a clear room-full message in Dutch and no seat.
+    dirk = people.open(url, locale="nl-NL")
+    join(dirk)
+    wait_state(dirk, "full")
+    message = dirk.locator("#message")
+    expect(message).to_be_visible()
+    expect(message).to_have_attribute("data-code", "room-full")
+    assert "drie" in message.inner_text().lower()
+    expect(anna.locator("#tiles .tile")).to_have_count(3)
+
+    # Bram leaves: the others see two tiles, and Dirk can now join and is seen by everyone.
+    bram.click("#leave")
+    wait_state(bram, "left")
+    expect(anna.locator("#tiles .tile")).to_have_count(2)
+    expect(carla.locator("#tiles .tile")).to_have_count(2)
+    dirk.goto(url)
+    join(dirk, "Dirk")
+    wait_state(dirk, "in-call")
+    wait_for_media_from(dirk, 2)
+    for page in (anna, carla):
+        wait_for_media_from(page, 2)
+        expect(page.locator("#tiles .tile")).to_have_count(3)
+
+    for page in (anna, carla, dirk):
+        page.click("#leave")
+        wait_state(page, "left")
+
+    # The store holds exactly one closed session row per admitted join: room, IP, times, typed name.
+    with sqlite3.connect(serve.data_dir / "kijkmee.sqlite3") as db:
+        columns = [row[1] for row in db.execute("PRAGMA table_info(sessions)")]
+        rows = db.execute("SELECT room_id, ip, name, left_at IS NOT NULL FROM sessions ORDER BY id").fetchall()
+    assert columns == ["id", "room_id", "ip", "name", "joined_at", "left_at"]
+    room_id = url.rsplit("/", 1)[1]
+    assert rows == [
+        (room_id, "127.0.0.1", "Anna", 1),
+        (room_id, "127.0.0.1", None, 1),
+        (room_id, "127.0.0.1", "Carla", 1),
+        (room_id, "127.0.0.1", "Dirk", 1),
+    ]
+    # And the server's log holds none of it.
+    logs = serve.logs()
+    assert '"route": "/r/{room}"' in logs  # the access log is on, and writes route templates only
+    for secret in ("127.0.0.1", "Anna", "Carla", "Dirk", room_id, "Mozilla", "a=fingerprint"):
+        assert secret not in logs
