@@ -73,7 +73,9 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
         port = _bound_port(site)
         http_port = None
         if config.http_port is not None:
-            redirect_runner = web.AppRunner(_redirect_app(port), access_log=None, handle_signals=False, shutdown_timeout=5)
+            redirect_runner = web.AppRunner(
+                _redirect_app(port), access_log=None, handle_signals=False, shutdown_timeout=5
+            )
             await redirect_runner.setup()
             runners.append(redirect_runner)
             redirect_site = web.TCPSite(redirect_runner, config.host, config.http_port)
@@ -88,8 +90,10 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
 
 def _bound_port(site: web.TCPSite) -> int:
     server = site._server  # aiohttp keeps the asyncio server here; it is the only way to learn port 0's pick
-    assert server is not None
-    return int(server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+    sockets = getattr(server, "sockets", None)
+    if not sockets:
+        raise RuntimeError("the listener has no socket")
+    return int(sockets[0].getsockname()[1])
 
 
 async def serve_forever(config: ServeConfig) -> None:

@@ -67,7 +67,7 @@ async def test_leave_frees_the_seat_and_tells_the_others(server: Server, connect
     for client in (first, second, third):
         assert (await client.join(room))["ok"]
     assert (await fourth.join(room))["error"] == "room-full"
-    second_id = [p["id"] for p in (await first.wait_for("peer-joined", 2))][0]
+    second_id = next(p["id"] for p in (await first.wait_for("peer-joined", 2)))
     assert (await second.call("leave", {})) == {"ok": True}
     assert (await first.wait_for("peer-left")) == [{"id": second_id}]
     assert (await third.wait_for("peer-left")) == [{"id": second_id}]

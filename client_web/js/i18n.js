@@ -1,0 +1,290 @@
+// Dutch and English texts for every string the client shows, and the code that puts them on the page.
+//
+// Static HTML marks translatable text with attributes, so the pages stay readable without JS tricks:
+//   data-i18n="key"             → element.textContent
+//   data-i18n-aria-label="key"  → aria-label   (icon-like buttons, regions)
+//   data-i18n-title="key"       → title
+//   data-i18n-placeholder="key" → placeholder
+// Texts may contain {name}; it is filled from the element's data-i18n-name attribute (never HTML).
+//
+// The language is Dutch when the first of the browser's languages that we support is Dutch, English
+// otherwise; a choice made with button#lang is remembered in localStorage under `kijkmee.lang`.
+
+export const STORAGE_KEY = 'kijkmee.lang';
+export const LANGUAGES = ['nl', 'en'];
+
+const messagesEn = {
+  'msg.permission-denied':
+    'Your browser is not allowing this page to use your camera and microphone. To allow it, click the camera or lock icon in the address bar at the top of the window, choose "Allow", then reload this page. You can also join without them, but the others may not see or hear you.',
+  'msg.no-device':
+    "We couldn't find a camera or microphone. Check that it is connected and switched on, then reload this page. You can still join the call, but the others may not see or hear you.",
+  'msg.device-in-use':
+    'Your camera or microphone is being used by another app, for example another video-calling program. Close that app, then reload this page.',
+  'msg.insecure-context':
+    "Your browser doesn't allow the camera and microphone on this page. Open the link exactly as you received it (it starts with https://), or use an up-to-date browser such as Firefox, Chrome, Edge or Safari.",
+  'msg.room-full':
+    'This call already has three people, which is the most a call can have. Try again later, or ask one of them to start a new call with you.',
+  'msg.connection-failed':
+    "We couldn't connect you to someone in the call. This can happen on strict company or public Wi-Fi networks. We're trying again; if it keeps failing, try another network, such as your mobile data.",
+  'msg.server-unreachable':
+    "We can't reach kijkmee right now. Check your internet connection; we'll keep trying for a moment, or you can try again yourself.",
+  'msg.bad-room': "This call link doesn't work. Check that you copied the whole link, or ask for a new one.",
+  'msg.rate-limited': 'Too many attempts in a short time. Please wait a minute, then try again.',
+  'msg.generic': 'Something went wrong. Please reload the page and try again.',
+};
+
+const messagesNl = {
+  'msg.permission-denied':
+    "Je browser geeft deze pagina geen toegang tot je camera en microfoon. Klik bovenin het venster in de adresbalk op het camera- of slotjesicoon, kies 'Toestaan' en laad deze pagina opnieuw. Je kunt ook zonder deelnemen, maar de anderen zien of horen je dan misschien niet.",
+  'msg.no-device':
+    'We konden geen camera of microfoon vinden. Controleer of die is aangesloten en aan staat, en laad deze pagina opnieuw. Je kunt toch deelnemen, maar de anderen zien of horen je dan misschien niet.',
+  'msg.device-in-use':
+    'Je camera of microfoon wordt al door een ander programma gebruikt, bijvoorbeeld een ander videobelprogramma. Sluit dat programma en laad deze pagina opnieuw.',
+  'msg.insecure-context':
+    'Je browser staat de camera en microfoon op deze pagina niet toe. Open de link precies zoals je die hebt gekregen (hij begint met https://), of gebruik een recente browser zoals Firefox, Chrome, Edge of Safari.',
+  'msg.room-full':
+    'Aan dit gesprek doen al drie mensen mee, en meer kan niet. Probeer het later nog eens, of vraag een van hen om een nieuw gesprek met je te starten.',
+  'msg.connection-failed':
+    'Het lukt niet om je te verbinden met iemand in het gesprek. Dat kan gebeuren op streng beveiligde bedrijfsnetwerken of openbare wifi. We proberen het opnieuw; lukt het niet, gebruik dan een ander netwerk, bijvoorbeeld je mobiele data.',
+  'msg.server-unreachable':
+    'We kunnen kijkmee nu niet bereiken. Controleer je internetverbinding; we blijven het nog even proberen, of je kunt het zelf opnieuw proberen.',
+  'msg.bad-room': 'Deze gesprekslink werkt niet. Controleer of je de hele link hebt gekopieerd, of vraag om een nieuwe.',
+  'msg.rate-limited': 'Te veel pogingen in korte tijd. Wacht een minuut en probeer het dan opnieuw.',
+  'msg.generic': 'Er ging iets mis. Laad de pagina opnieuw en probeer het nog eens.',
+};
+
+/** The dictionaries. Every key exists in both (checked by checkDictionaries()). */
+export const dictionaries = {
+  en: {
+    'lang.switch': 'Nederlands',
+    'lang.switch-label': 'Switch the language to Dutch',
+    'brand.home': 'kijkmee, home page',
+    'message.close': 'Close message',
+    noscript: 'This page needs JavaScript.',
+
+    'home.title': 'Video calls without the fuss',
+    'home.page-title': 'kijkmee: private video calls',
+    'home.intro':
+      'Start a private video call for up to three people. No account and no app: share the link and talk.',
+    'home.start': 'Start a call',
+    'home.starting': 'Creating your call…',
+    'home.link-label': 'Your call link',
+    'home.link-hint': 'Send this link to the people you want to call. Anyone who has the link can join.',
+    'home.copy': 'Copy link',
+    'home.copied': 'Link copied.',
+    'home.copy-failed': "Copying didn't work. Select the link and copy it yourself.",
+    'home.join': 'Join the call',
+    'home.privacy':
+      "Whenever possible, the call goes straight between your devices, and it is always encrypted. We don't record calls.",
+
+    'room.page-title': 'Video call · kijkmee',
+    'prejoin.title': 'Ready to join?',
+    'prejoin.preview-label': 'Your camera picture',
+    'prejoin.checking': 'Checking your camera and microphone…',
+    'prejoin.no-preview': 'No camera picture',
+    'prejoin.name-label': 'Your name (optional)',
+    'prejoin.name-hint': 'The others in the call see this name. Leave it empty to appear as "Guest".',
+    'prejoin.join': 'Join the call',
+    'prejoin.joining': 'Joining…',
+    'prejoin.retry': 'Try again',
+
+    'call.title': 'In the call',
+    'call.tiles-label': 'Participants',
+    'call.waiting': 'Waiting for others. Send them the link of this page to invite them.',
+    'call.controls': 'Call controls',
+    'call.mute': 'Mute',
+    'call.mute-label': 'Mute microphone',
+    'call.camera': 'Camera off',
+    'call.camera-label': 'Camera off: stop sending your picture',
+    'call.leave': 'Leave',
+    'call.leave-label': 'Leave the call',
+    'call.you': 'You',
+    'call.you-named': '{name} (you)',
+    guest: 'Guest',
+    'tile.connecting': 'Connecting…',
+    'tile.failed': 'No connection',
+    'tile.no-video': 'No camera picture',
+    'tile.camera-off': 'Your camera is off',
+
+    'left.title': 'You left the call',
+    'left.text': 'Your camera and microphone are off now.',
+    'left.rejoin': 'Rejoin',
+    'left.new': 'Start a new call',
+
+    ...messagesEn,
+  },
+  nl: {
+    'lang.switch': 'English',
+    'lang.switch-label': 'Wissel de taal naar Engels',
+    'brand.home': 'kijkmee, startpagina',
+    'message.close': 'Melding sluiten',
+    noscript: 'Deze pagina heeft JavaScript nodig.',
+
+    'home.title': 'Videobellen zonder gedoe',
+    'home.page-title': 'kijkmee: privé videobellen',
+    'home.intro':
+      'Start een privé videogesprek met maximaal drie personen. Geen account en geen app: deel de link en praat.',
+    'home.start': 'Start een gesprek',
+    'home.starting': 'Je gesprek wordt gemaakt…',
+    'home.link-label': 'Link naar je gesprek',
+    'home.link-hint': 'Stuur deze link naar de mensen die je wilt bellen. Iedereen die de link heeft, kan meedoen.',
+    'home.copy': 'Link kopiëren',
+    'home.copied': 'Link gekopieerd.',
+    'home.copy-failed': 'Kopiëren lukte niet. Selecteer de link en kopieer hem zelf.',
+    'home.join': 'Naar het gesprek',
+    'home.privacy':
+      'Waar het kan, loopt het gesprek rechtstreeks tussen jullie apparaten, en het is altijd versleuteld. We nemen gesprekken niet op.',
+
+    'room.page-title': 'Videogesprek · kijkmee',
+    'prejoin.title': 'Klaar om mee te doen?',
+    'prejoin.preview-label': 'Je camerabeeld',
+    'prejoin.checking': 'Je camera en microfoon worden gecontroleerd…',
+    'prejoin.no-preview': 'Geen camerabeeld',
+    'prejoin.name-label': 'Je naam (niet verplicht)',
+    'prejoin.name-hint': 'De anderen in het gesprek zien deze naam. Laat het leeg om als "Gast" mee te doen.',
+    'prejoin.join': 'Deelnemen',
+    'prejoin.joining': 'Bezig met deelnemen…',
+    'prejoin.retry': 'Opnieuw proberen',
+
+    'call.title': 'In gesprek',
+    'call.tiles-label': 'Deelnemers',
+    'call.waiting': 'Wachten op anderen. Stuur ze de link van deze pagina om ze uit te nodigen.',
+    'call.controls': 'Gespreksknoppen',
+    'call.mute': 'Dempen',
+    'call.mute-label': 'Microfoon dempen',
+    'call.camera': 'Camera uit',
+    'call.camera-label': 'Camera uit: stuur geen beeld',
+    'call.leave': 'Ophangen',
+    'call.leave-label': 'Ophangen: het gesprek verlaten',
+    'call.you': 'Jij',
+    'call.you-named': '{name} (jij)',
+    guest: 'Gast',
+    'tile.connecting': 'Verbinden…',
+    'tile.failed': 'Geen verbinding',
+    'tile.no-video': 'Geen camerabeeld',
+    'tile.camera-off': 'Je camera staat uit',
+
+    'left.title': 'Je hebt het gesprek verlaten',
+    'left.text': 'Je camera en microfoon staan nu uit.',
+    'left.rejoin': 'Opnieuw deelnemen',
+    'left.new': 'Nieuw gesprek starten',
+
+    ...messagesNl,
+  },
+};
+
+/** Keys missing from one of the dictionaries; empty when both are complete. */
+export function checkDictionaries() {
+  const missing = [];
+  for (const a of LANGUAGES) {
+    for (const b of LANGUAGES) {
+      for (const key of Object.keys(dictionaries[a])) {
+        if (!(key in dictionaries[b])) missing.push(`${b}:${key}`);
+      }
+    }
+  }
+  return [...new Set(missing)];
+}
+
+/**
+ * Pick the language: a remembered valid choice wins; otherwise the first browser language we support
+ * decides (so "de, nl" gives Dutch and "en-GB, nl" gives English); nothing supported gives English.
+ */
+export function pickLanguage(languages = [], stored = null) {
+  if (LANGUAGES.includes(stored)) return stored;
+  for (const tag of languages || []) {
+    const lower = String(tag).toLowerCase();
+    if (lower.startsWith('nl')) return 'nl';
+    if (lower.startsWith('en')) return 'en';
+  }
+  return 'en';
+}
+
+let current = 'en';
+const listeners = new Set();
+
+export function getLang() {
+  return current;
+}
+
+/** Translate `key` in the current language; English, then the key itself, are the fallbacks. */
+export function t(key, vars = {}) {
+  const text = dictionaries[current][key] ?? dictionaries.en[key] ?? key;
+  return text.replace(/\{(\w+)\}/g, (whole, name) => (name in vars ? String(vars[name]) : whole));
+}
+
+// localStorage can throw (blocked storage, sandboxed embeds); the language choice is a nicety, so a
+// failure must never stop the call page.
+function readStored() {
+  try {
+    return globalThis.localStorage?.getItem(STORAGE_KEY) ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function writeStored(lang) {
+  try {
+    globalThis.localStorage?.setItem(STORAGE_KEY, lang);
+  } catch {
+    /* not remembered; still switched for this page */
+  }
+}
+
+const ATTRIBUTES = [
+  ['i18nAriaLabel', 'aria-label'],
+  ['i18nTitle', 'title'],
+  ['i18nPlaceholder', 'placeholder'],
+];
+
+/** Apply the current language to `root` and everything under it that carries data-i18n* attributes. */
+export function applyTranslations(root = document) {
+  const nodes = [];
+  if (root.nodeType === 1) nodes.push(root);
+  nodes.push(...root.querySelectorAll('[data-i18n], [data-i18n-aria-label], [data-i18n-title], [data-i18n-placeholder]'));
+  for (const el of nodes) {
+    const vars = el.dataset.i18nName !== undefined ? { name: el.dataset.i18nName } : {};
+    if (el.dataset.i18n) el.textContent = t(el.dataset.i18n, vars);
+    for (const [prop, attr] of ATTRIBUTES) {
+      if (el.dataset[prop]) el.setAttribute(attr, t(el.dataset[prop], vars));
+    }
+  }
+}
+
+/** Switch language, re-translate the page, remember the choice and tell listeners. */
+export function setLang(lang, { remember = true } = {}) {
+  if (!LANGUAGES.includes(lang)) return;
+  current = lang;
+  if (remember) writeStored(lang);
+  if (typeof document !== 'undefined') {
+    document.documentElement.lang = lang;
+    applyTranslations(document);
+    const titleKey = document.documentElement.dataset.i18nTitleKey;
+    if (titleKey) document.title = t(titleKey);
+    // The switch button names the *other* language in that language, so screen readers should
+    // pronounce it as such.
+    const button = document.getElementById('lang');
+    if (button) button.lang = lang === 'nl' ? 'en' : 'nl';
+  }
+  for (const fn of listeners) fn(lang);
+}
+
+/** Call `fn(lang)` after every language switch (for text that is built in code). */
+export function onLangChange(fn) {
+  listeners.add(fn);
+  return () => listeners.delete(fn);
+}
+
+/** Pick the language for this visit, translate the page and wire button#lang. */
+export function initI18n() {
+  const languages = globalThis.navigator?.languages?.length
+    ? globalThis.navigator.languages
+    : [globalThis.navigator?.language].filter(Boolean);
+  // Not remembered: only an explicit click on button#lang is a choice worth keeping.
+  setLang(pickLanguage(languages, readStored()), { remember: false });
+  const button = typeof document !== 'undefined' ? document.getElementById('lang') : null;
+  if (button) {
+    button.addEventListener('click', () => setLang(current === 'nl' ? 'en' : 'nl'));
+  }
+  return current;
+}

@@ -1,0 +1,606 @@
+// The call page (/r/<room id>): pre-join check, joining over Socket.IO, tiles and controls, leaving.
+// Negotiation lives in mesh.js, devices in media.js, texts in i18n.js; this module wires them to the DOM.
+//
+// For tests the page exposes window.kijkmee = {state, selfId, pcs} and mirrors the state in
+// document.body.dataset.state. States: prejoin | joining | in-call | full | left | error.
+
+import { io } from '/vendor/socket.io.esm.min.js';
+import { initI18n, t } from './i18n.js';
+import { firstTrack, getLocalMedia, stopStream } from './media.js';
+import { Mesh } from './mesh.js';
+
+const ROOM_ID_RE = /^[A-Za-z0-9_-]{22,64}$/;
+const NAME_MAX = 64;
+const JOIN_TIMEOUT_MS = 10000;
+const SIGNAL_TIMEOUT_MS = 10000;
+const LEAVE_TIMEOUT_MS = 1000;
+// Failed connection attempts before we stop Socket.IO's automatic retries and hand the choice back to
+// the person ("Try again"), instead of spinning forever.
+const MAX_CONNECT_ERRORS = 3;
+
+// Messages about the network or the room; media messages (camera, microphone) are kept separately
+// so that a successful join doesn't hide why the others can't see you.
+const NETWORK_CODES = ['server-unreachable', 'rate-limited', 'generic', 'room-full', 'connection-failed', 'bad-room'];
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  message: $('message'),
+  messageClose: $('message-close'),
+  prejoin: $('prejoin'),
+  preview: $('preview'),
+  previewStatus: $('preview-status'),
+  form: $('join-form'),
+  name: $('name'),
+  join: $('join'),
+  call: $('call'),
+  callTitle: $('call-title'),
+  tiles: $('tiles'),
+  waiting: $('waiting'),
+  mute: $('mute'),
+  camera: $('camera'),
+  leave: $('leave'),
+  left: $('left'),
+  leftTitle: $('left-title'),
+  rejoin: $('rejoin'),
+};
+
+const pcs = new Map(); // the same Map object for the page's whole life; the mesh keeps it current
+const api = { state: 'prejoin', selfId: null, pcs };
+window.kijkmee = api;
+
+let roomId = null;
+let localStream = null;
+let mediaReady = Promise.resolve(null);
+let socket = null;
+let mesh = null;
+let joinPending = false; // between emitting `join` and its ack
+let pending = []; // room events that arrived before the join ack, replayed once the mesh exists
+let connectErrors = 0;
+let micMuted = false;
+let cameraOff = false;
+let tileSeq = 0;
+const peerNames = new Map(); // peer id → typed name or null
+const failingPeers = new Set();
+
+// ---------------------------------------------------------------------------------------- state
+
+function setState(state) {
+  api.state = state;
+  document.body.dataset.state = state;
+}
+
+function showView(view) {
+  els.prejoin.hidden = view !== 'prejoin';
+  els.call.hidden = view !== 'call';
+  els.left.hidden = view !== 'left';
+}
+
+// ------------------------------------------------------------------------------------- messages
+
+function showMessage(code) {
+  els.message.dataset.code = code;
+  els.message.dataset.i18n = `msg.${code}`;
+  els.message.textContent = t(`msg.${code}`);
+  els.message.hidden = false;
+  els.messageClose.hidden = false;
+}
+
+/** Hide the message; with `codes`, only when the current one is among them. */
+function clearMessage(codes = null) {
+  const current = els.message.dataset.code;
+  if (!current || (codes && !codes.includes(current))) return;
+  els.message.dataset.code = '';
+  delete els.message.dataset.i18n;
+  els.message.textContent = '';
+  els.message.hidden = true;
+  els.messageClose.hidden = true;
+}
+
+function setJoinButton(key, disabled) {
+  els.join.dataset.i18n = key;
+  els.join.textContent = t(key);
+  els.join.disabled = disabled;
+}
+
+// ---------------------------------------------------------------------------------------- media
+
+async function acquireMedia() {
+  els.previewStatus.dataset.i18n = 'prejoin.checking';
+  els.previewStatus.textContent = t('prejoin.checking');
+  els.previewStatus.hidden = false;
+  const { stream, error } = await getLocalMedia();
+  localStream = stream;
+  applyTrackSwitches();
+  showPreview();
+  updateControls();
+  if (error) showMessage(error);
+  return stream;
+}
+
+function releaseMedia() {
+  stopStream(localStream);
+  localStream = null;
+  els.preview.srcObject = null;
+  updateControls();
+}
+
+function showPreview() {
+  const hasVideo = Boolean(firstTrack(localStream, 'video'));
+  els.preview.srcObject = hasVideo ? localStream : null;
+  els.preview.hidden = !hasVideo;
+  if (hasVideo) {
+    els.preview.play().catch(() => {});
+    els.previewStatus.hidden = true;
+  } else {
+    els.previewStatus.dataset.i18n = 'prejoin.no-preview';
+    els.previewStatus.textContent = t('prejoin.no-preview');
+    els.previewStatus.hidden = false;
+  }
+}
+
+// Muting disables the track rather than removing it: the connection stays as negotiated and the
+// others get silence / a black picture straight away.
+function applyTrackSwitches() {
+  const audio = firstTrack(localStream, 'audio');
+  const video = firstTrack(localStream, 'video');
+  if (audio) audio.enabled = !micMuted;
+  if (video) video.enabled = !cameraOff;
+}
+
+function updateControls() {
+  const audio = firstTrack(localStream, 'audio');
+  const video = firstTrack(localStream, 'video');
+  els.mute.disabled = !audio;
+  els.camera.disabled = !video;
+  // Without a device the microphone/camera is effectively off, so the button reads as pressed.
+  els.mute.setAttribute('aria-pressed', String(!audio || micMuted));
+  els.camera.setAttribute('aria-pressed', String(!video || cameraOff));
+  const selfTile = els.tiles.querySelector('.tile.self');
+  if (selfTile) selfTile.classList.toggle('no-video', !video || cameraOff);
+}
+
+function toggleMute() {
+  micMuted = !micMuted;
+  applyTrackSwitches();
+  updateControls();
+}
+
+function toggleCamera() {
+  cameraOff = !cameraOff;
+  applyTrackSwitches();
+  updateControls();
+}
+
+// ---------------------------------------------------------------------------------------- tiles
+
+function cleanName(name) {
+  if (typeof name !== 'string') return null;
+  const trimmed = name.trim().slice(0, NAME_MAX);
+  return trimmed || null;
+}
+
+function buildTile() {
+  const tile = document.createElement('div');
+  tile.className = 'tile no-video';
+  tile.setAttribute('role', 'listitem');
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  video.setAttribute('playsinline', '');
+  const placeholder = document.createElement('p');
+  placeholder.className = 'tile-placeholder';
+  const label = document.createElement('p');
+  label.className = 'tile-name';
+  label.id = `tile-name-${++tileSeq}`;
+  tile.append(video, placeholder, label);
+  return tile;
+}
+
+function setSelfLabel(tile) {
+  const label = tile.querySelector('.tile-name');
+  const name = cleanName(els.name.value);
+  if (name) {
+    label.dataset.i18n = 'call.you-named';
+    label.dataset.i18nName = name;
+    label.textContent = t('call.you-named', { name });
+  } else {
+    label.dataset.i18n = 'call.you';
+    delete label.dataset.i18nName;
+    label.textContent = t('call.you');
+  }
+}
+
+function renderSelfTile() {
+  let tile = els.tiles.querySelector('.tile.self');
+  if (!tile) {
+    tile = buildTile();
+    tile.classList.add('self');
+    const video = tile.querySelector('video');
+    video.muted = true; // never play our own microphone back
+    const placeholder = tile.querySelector('.tile-placeholder');
+    placeholder.dataset.i18n = 'tile.camera-off';
+    placeholder.textContent = t('tile.camera-off');
+    els.tiles.prepend(tile);
+  }
+  setSelfLabel(tile);
+  const video = tile.querySelector('video');
+  video.srcObject = localStream;
+  if (localStream) video.play().catch(() => {});
+  updateControls();
+  updateTileCount();
+}
+
+function remoteTile(peerId) {
+  for (const tile of els.tiles.querySelectorAll('.tile[data-peer-id]')) {
+    if (tile.dataset.peerId === peerId) return tile;
+  }
+  return null;
+}
+
+function setRemoteLabel(tile, peerId) {
+  const label = tile.querySelector('.tile-name');
+  const name = peerNames.get(peerId) ?? null;
+  if (name) {
+    delete label.dataset.i18n;
+    label.textContent = name; // textContent: names are typed by people, never HTML
+  } else {
+    label.dataset.i18n = 'guest';
+    label.textContent = t('guest');
+  }
+}
+
+function setTileStatus(tile, connectionState) {
+  tile.dataset.connection = connectionState;
+  const placeholder = tile.querySelector('.tile-placeholder');
+  const key = connectionState === 'failed' ? 'tile.failed' : connectionState === 'connected' ? 'tile.no-video' : 'tile.connecting';
+  placeholder.dataset.i18n = key;
+  placeholder.textContent = t(key);
+}
+
+function ensureRemoteTile(peerId) {
+  let tile = remoteTile(peerId);
+  if (!tile) {
+    tile = buildTile();
+    tile.dataset.peerId = peerId;
+    tile.setAttribute('aria-labelledby', tile.querySelector('.tile-name').id);
+    setTileStatus(tile, 'new');
+    els.tiles.append(tile);
+    updateTileCount();
+  }
+  setRemoteLabel(tile, peerId);
+  return tile;
+}
+
+function removeRemoteTile(peerId) {
+  const tile = remoteTile(peerId);
+  if (!tile) return;
+  const video = tile.querySelector('video');
+  video.srcObject = null;
+  tile.remove();
+  updateTileCount();
+}
+
+function removeAllRemoteTiles() {
+  for (const tile of els.tiles.querySelectorAll('.tile[data-peer-id]')) removeRemoteTile(tile.dataset.peerId);
+}
+
+function updateTileCount() {
+  const count = els.tiles.querySelectorAll('.tile').length;
+  els.tiles.dataset.count = String(count);
+  els.waiting.hidden = !(api.state === 'in-call' && count <= 1);
+}
+
+function attachRemoteStream(peerId, stream) {
+  const tile = ensureRemoteTile(peerId);
+  const video = tile.querySelector('video');
+  if (video.srcObject !== stream) {
+    video.srcObject = stream;
+    const refresh = () => tile.classList.toggle('no-video', stream.getVideoTracks().length === 0);
+    stream.addEventListener('addtrack', refresh);
+    stream.addEventListener('removetrack', refresh);
+  }
+  tile.classList.toggle('no-video', stream.getVideoTracks().length === 0);
+  // Joining was a click on this page, so browsers allow playback with sound.
+  video.play().catch(() => {});
+}
+
+// ----------------------------------------------------------------------------------------- mesh
+
+function createMesh(ack) {
+  const m = new Mesh({
+    selfId: ack.self,
+    iceServers: Array.isArray(ack.iceServers) ? ack.iceServers : [],
+    iceTransportPolicy: ack.iceTransportPolicy || 'all',
+    localStream,
+    send: signal,
+    pcs,
+  });
+  m.on('peer-added', ({ peerId }) => ensureRemoteTile(peerId));
+  m.on('peer-removed', ({ peerId }) => {
+    removeRemoteTile(peerId);
+    peerFixed(peerId);
+  });
+  m.on('track', ({ peerId, stream }) => attachRemoteStream(peerId, stream));
+  m.on('state', ({ peerId, connectionState }) => {
+    const tile = remoteTile(peerId);
+    if (tile) setTileStatus(tile, connectionState);
+  });
+  m.on('failed', ({ peerId }) => {
+    failingPeers.add(peerId);
+    const tile = remoteTile(peerId);
+    if (tile) setTileStatus(tile, 'failed');
+    showMessage('connection-failed');
+  });
+  m.on('recovered', ({ peerId }) => peerFixed(peerId));
+  return m;
+}
+
+function peerFixed(peerId) {
+  failingPeers.delete(peerId);
+  if (failingPeers.size === 0) clearMessage(['connection-failed']);
+}
+
+function teardownMesh() {
+  if (mesh) {
+    mesh.close();
+    mesh = null;
+  }
+  pcs.clear();
+  pending = [];
+  joinPending = false;
+  peerNames.clear();
+  failingPeers.clear();
+  removeAllRemoteTiles();
+  clearMessage(['connection-failed']);
+}
+
+// ------------------------------------------------------------------------------------ signaling
+
+// Emit one signaling message for the mesh. Refusals come back in the ack; most are harmless races
+// (the peer just left), so only the ones a person can act on become messages.
+function signal(event, payload) {
+  const s = socket;
+  if (!s || !s.connected) return;
+  s.timeout(SIGNAL_TIMEOUT_MS).emit(event, payload, (err, ack) => {
+    if (s !== socket || err) return;
+    if (ack && ack.ok === false) onSignalRefused(ack.error);
+  });
+}
+
+function onSignalRefused(code) {
+  if (code === 'rate-limited') showMessage('rate-limited');
+  else if (code === 'not-joined') showMessage('generic');
+  // unknown-peer, bad-request, unknown-event, already-joined: races or bugs the person can't fix.
+}
+
+/** Run `fn` now when the mesh exists, after the join ack when it is still on its way, else never. */
+function whenReady(fn) {
+  if (mesh) fn();
+  else if (joinPending) pending.push(fn);
+}
+
+function isPeerPayload(p) {
+  return p && typeof p.id === 'string' && p.id.length > 0;
+}
+
+function connect() {
+  connectErrors = 0;
+  const s = io({ transports: ['websocket', 'polling'] });
+  socket = s;
+
+  s.on('connect', () => {
+    if (s === socket) sendJoin(s);
+  });
+
+  s.on('connect_error', (err) => {
+    if (s !== socket) return;
+    connectErrors += 1;
+    const code = err?.data?.error === 'rate-limited' || err?.message === 'rate-limited' ? 'rate-limited' : 'server-unreachable';
+    // s.active is false when the server refused us outright; then Socket.IO won't retry either.
+    if (!s.active || connectErrors >= MAX_CONNECT_ERRORS) {
+      giveUp(code, 'error');
+      return;
+    }
+    showMessage(code);
+    setState('error');
+    // Socket.IO keeps retrying in the background; meanwhile the person may retry by hand.
+    if (!els.prejoin.hidden) setJoinButton('prejoin.retry', false);
+  });
+
+  s.on('disconnect', (reason) => {
+    if (s !== socket) return;
+    teardownMesh();
+    if (reason === 'io client disconnect') return;
+    if (reason === 'io server disconnect') {
+      // The server ended our session on purpose; Socket.IO won't reconnect by itself.
+      giveUp('server-unreachable', 'error');
+      return;
+    }
+    // Network trouble: Socket.IO reconnects on its own and `connect` joins again with a fresh id.
+    showMessage('server-unreachable');
+    setState('joining');
+    updateTileCount();
+  });
+
+  s.on('peer-joined', (p) => {
+    if (s !== socket || !isPeerPayload(p)) return;
+    whenReady(() => {
+      peerNames.set(p.id, cleanName(p.name));
+      mesh.addPeer(p.id, { initiate: false }); // the newcomer sends the first offer
+      const tile = remoteTile(p.id);
+      if (tile) setRemoteLabel(tile, p.id);
+    });
+  });
+  s.on('peer-left', (p) => {
+    if (s !== socket || !isPeerPayload(p)) return;
+    whenReady(() => {
+      mesh.removePeer(p.id);
+      peerNames.delete(p.id);
+    });
+  });
+  s.on('offer', (m) => s === socket && whenReady(() => mesh.handleOffer(m ?? {})));
+  s.on('answer', (m) => s === socket && whenReady(() => mesh.handleAnswer(m ?? {})));
+  s.on('candidate', (m) => s === socket && whenReady(() => mesh.handleCandidate(m ?? {})));
+  s.on('signal-error', (e) => s === socket && onSignalRefused(e?.error));
+}
+
+function sendJoin(s) {
+  setState('joining');
+  joinPending = true;
+  pending = [];
+  const payload = { room: roomId };
+  const name = cleanName(els.name.value);
+  if (name) payload.name = name;
+  s.timeout(JOIN_TIMEOUT_MS).emit('join', payload, (err, ack) => {
+    if (s !== socket) return;
+    if (err) {
+      giveUp('server-unreachable', 'error');
+    } else if (!ack || ack.ok !== true || typeof ack.self !== 'string') {
+      const code = ack?.error;
+      if (code === 'room-full') giveUp('room-full', 'full');
+      else if (code === 'rate-limited') giveUp('rate-limited', 'error');
+      // bad-request on join can only mean the room id (the name is cleaned and capped here already);
+      // room-expired is an old or made-up link. Both: "this link doesn't work".
+      else if (code === 'bad-request' || code === 'room-expired' || code === 'bad-room') giveUp('bad-room', 'error');
+      else giveUp('generic', 'error');
+    } else {
+      onJoined(ack);
+    }
+  });
+}
+
+function onJoined(ack) {
+  connectErrors = 0;
+  joinPending = false;
+  api.selfId = ack.self;
+  mesh = createMesh(ack);
+  const wasHidden = els.call.hidden;
+  showView('call');
+  renderSelfTile();
+  for (const p of Array.isArray(ack.peers) ? ack.peers : []) {
+    if (!isPeerPayload(p)) continue;
+    peerNames.set(p.id, cleanName(p.name));
+    mesh.addPeer(p.id, { initiate: true }); // we are the newcomer: we offer
+  }
+  for (const fn of pending.splice(0)) fn();
+  clearMessage(['server-unreachable', 'rate-limited', 'generic', 'room-full', 'bad-room']);
+  setState('in-call');
+  updateTileCount();
+  if (wasHidden) els.callTitle.focus();
+}
+
+/**
+ * Stop trying: close the socket (so the server frees any seat it may still hold for us), show the
+ * message and hand control back to the person on the pre-join screen.
+ */
+function giveUp(code, state) {
+  const s = socket;
+  socket = null;
+  if (s) s.disconnect();
+  teardownMesh();
+  api.selfId = null;
+  showMessage(code);
+  setState(state);
+  if (els.left.hidden) {
+    showView('prejoin');
+    setJoinButton('prejoin.retry', false);
+  }
+}
+
+// ----------------------------------------------------------------------------- join and leave
+
+async function startJoin() {
+  if (!roomId || api.state === 'joining') return;
+  if (socket) {
+    // "Try again" while Socket.IO is still retrying in the background: start over cleanly.
+    const old = socket;
+    socket = null;
+    old.disconnect();
+  }
+  clearMessage(NETWORK_CODES);
+  setState('joining');
+  setJoinButton('prejoin.joining', true);
+  await mediaReady; // a click during the device check waits for it, then joins with what works
+  if (api.state !== 'joining' || socket) return;
+  connect();
+}
+
+function leave() {
+  const s = socket;
+  socket = null;
+  teardownMesh();
+  if (s) {
+    if (s.connected) s.timeout(LEAVE_TIMEOUT_MS).emit('leave', {}, () => s.disconnect());
+    else s.disconnect();
+  }
+  releaseMedia();
+  const selfTile = els.tiles.querySelector('.tile.self');
+  if (selfTile) selfTile.remove();
+  updateTileCount();
+  api.selfId = null;
+  clearMessage();
+  showView('left');
+  setState('left');
+  els.leftTitle.focus();
+}
+
+function rejoin() {
+  clearMessage();
+  showView('prejoin');
+  mediaReady = acquireMedia();
+  setState('prejoin');
+  startJoin();
+}
+
+function parseRoomId(pathname) {
+  const match = /^\/r\/([^/]+)\/?$/.exec(pathname);
+  if (!match) return null;
+  let id;
+  try {
+    id = decodeURIComponent(match[1]);
+  } catch {
+    return null;
+  }
+  return ROOM_ID_RE.test(id) ? id : null;
+}
+
+// ----------------------------------------------------------------------------------------- main
+
+function main() {
+  setState('prejoin');
+  // Text built in code carries data-i18n (and data-i18n-name) too, so a language switch re-translates
+  // everything on the page without help from this module.
+  initI18n();
+
+  els.messageClose.addEventListener('click', () => clearMessage());
+  els.form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    startJoin();
+  });
+  els.mute.addEventListener('click', toggleMute);
+  els.camera.addEventListener('click', toggleCamera);
+  els.leave.addEventListener('click', leave);
+  els.rejoin.addEventListener('click', rejoin);
+  // Closing the tab: tell the server now rather than after its timeout, and free the devices.
+  window.addEventListener('pagehide', () => {
+    const s = socket;
+    socket = null;
+    if (s) s.disconnect();
+    stopStream(localStream);
+  });
+
+  roomId = parseRoomId(window.location.pathname);
+  if (!roomId) {
+    // A broken link: don't even ask for the camera.
+    els.previewStatus.hidden = true;
+    els.preview.hidden = true;
+    els.join.disabled = true;
+    els.name.disabled = true;
+    showMessage('bad-room');
+    setState('error');
+    return;
+  }
+  mediaReady = acquireMedia();
+}
+
+main();

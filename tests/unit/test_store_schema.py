@@ -1,0 +1,47 @@
+"""The SQLite store: the live schema equals the declared allowlist; sessions open and close."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sqlite3
+from pathlib import Path
+
+from metadata_store import TABLES, DataClass
+from metadata_store.sqlite import SQLiteStore
+
+T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+
+async def test_live_columns_equal_the_declaration(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "k.sqlite3")
+    await store.close()
+    with sqlite3.connect(tmp_path / "k.sqlite3") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")} - {"sqlite_sequence"}
+        assert tables == set(TABLES)
+        for table, columns in TABLES.items():
+            live = [(r[1], r[3] == 0 and r[5] == 0) for r in db.execute(f"PRAGMA table_info({table})")]
+            assert live == [(c.name, c.nullable) for c in columns]
+    personal = {c.name for cols in TABLES.values() for c in cols if c.data_class in (DataClass.IP,
+                                                                                       DataClass.TYPED_NAME)}
+    assert personal == {"ip", "name"}
+
+
+async def test_sessions_open_and_close(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "k.sqlite3")
+    try:
+        await store.create_room("r" * 22, T0, T0 + dt.timedelta(hours=24))
+        first = await store.open_session("r" * 22, "192.0.2.7", None, T0)
+        second = await store.open_session("r" * 22, "2001:db8::1", "Anna", T0)
+        await store.close_session(first, T0 + dt.timedelta(minutes=5))
+        await store.close_session(first, T0 + dt.timedelta(minutes=9))  # closing twice keeps the first time
+        rows = await store.list_sessions()
+        assert [(r.id, r.ip, r.name, r.left_at) for r in rows] == [
+            (first, "192.0.2.7", None, T0 + dt.timedelta(minutes=5)),
+            (second, "2001:db8::1", "Anna", None),
+        ]
+        await store.extend_room("r" * 22, T0 + dt.timedelta(hours=1))  # never earlier
+        room = await store.get_room("r" * 22)
+        assert room is not None and room.expires_at == T0 + dt.timedelta(hours=24)
+        assert await store.get_room("x" * 22) is None
+    finally:
+        await store.close()
