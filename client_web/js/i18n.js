@@ -60,7 +60,6 @@ export const dictionaries = {
     'lang.switch-label': 'Switch the language to Dutch',
     'brand.home': 'kijkmee, home page',
     'message.close': 'Close message',
-    noscript: 'This page needs JavaScript.',
 
     'home.title': 'Video calls without the fuss',
     'home.page-title': 'kijkmee: private video calls',
@@ -118,7 +117,6 @@ export const dictionaries = {
     'lang.switch-label': 'Wissel de taal naar Engels',
     'brand.home': 'kijkmee, startpagina',
     'message.close': 'Melding sluiten',
-    noscript: 'Deze pagina heeft JavaScript nodig.',
 
     'home.title': 'Videobellen zonder gedoe',
     'home.page-title': 'kijkmee: privé videobellen',

@@ -299,9 +299,17 @@ export class Mesh {
     }
   }
 
+  // Candidates buffered before the first remote description may belong to an offer we ignored; those
+  // fail by design, and one failure must not keep the rest from being applied.
   async #flushCandidates(peer) {
     const waiting = peer.pendingCandidates.splice(0);
-    for (const candidate of waiting) await this.#addCandidate(peer, candidate);
+    for (const candidate of waiting) {
+      try {
+        await peer.pc.addIceCandidate(candidate);
+      } catch {
+        /* stale candidate of an ignored offer */
+      }
+    }
   }
 
   async #addCandidate(peer, candidate) {

@@ -14,9 +14,13 @@ const NAME_MAX = 64;
 const JOIN_TIMEOUT_MS = 10000;
 const SIGNAL_TIMEOUT_MS = 10000;
 const LEAVE_TIMEOUT_MS = 1000;
-// Failed connection attempts before we stop Socket.IO's automatic retries and hand the choice back to
-// the person ("Try again"), instead of spinning forever.
+// Failed attempts at a *first* connection before we stop Socket.IO's automatic retries and hand the
+// choice back to the person ("Try again"). Once someone was in the call we keep retrying instead
+// (Socket.IO backs off to one attempt per 5 s): a phone moving from Wi-Fi to mobile data should
+// land back in the call by itself.
 const MAX_CONNECT_ERRORS = 3;
+const SERVER_RECONNECT_MIN_MS = 1000;
+const SERVER_RECONNECT_JITTER_MS = 2000;
 
 // Messages about the network or the room; media messages (camera, microphone) are kept separately
 // so that a successful join doesn't hide why the others can't see you.
@@ -56,6 +60,7 @@ let mesh = null;
 let joinPending = false; // between emitting `join` and its ack
 let pending = []; // room events that arrived before the join ack, replayed once the mesh exists
 let connectErrors = 0;
+let rejoining = false; // lost the server during a call: keep retrying, the call view stays up
 let micMuted = false;
 let cameraOff = false;
 let tileSeq = 0;
@@ -397,6 +402,10 @@ function connect() {
     connectErrors += 1;
     const code = err?.data?.error === 'rate-limited' || err?.message === 'rate-limited' ? 'rate-limited' : 'server-unreachable';
     // s.active is false when the server refused us outright; then Socket.IO won't retry either.
+    if (s.active && rejoining) {
+      showMessage(code);
+      return;
+    }
     if (!s.active || connectErrors >= MAX_CONNECT_ERRORS) {
       giveUp(code, 'error');
       return;
@@ -409,14 +418,24 @@ function connect() {
 
   s.on('disconnect', (reason) => {
     if (s !== socket) return;
+    const wasInCall = Boolean(mesh) || rejoining;
     teardownMesh();
     if (reason === 'io client disconnect') return;
     if (reason === 'io server disconnect') {
-      // The server ended our session on purpose; Socket.IO won't reconnect by itself.
-      giveUp('server-unreachable', 'error');
-      return;
+      // The server closed our session: it does that when it restarts or drains. Socket.IO won't
+      // reconnect by itself after this, so during a call we do, after a random pause so that a
+      // restarted server isn't hit by everyone at once. A server that really means to refuse us
+      // says so on the next attempt (connect_error or a join refusal), which ends this.
+      if (!wasInCall) {
+        giveUp('server-unreachable', 'error');
+        return;
+      }
+      setTimeout(() => {
+        if (s === socket && !s.connected) s.connect();
+      }, SERVER_RECONNECT_MIN_MS + Math.random() * SERVER_RECONNECT_JITTER_MS);
     }
     // Network trouble: Socket.IO reconnects on its own and `connect` joins again with a fresh id.
+    rejoining = true;
     showMessage('server-unreachable');
     setState('joining');
     updateTileCount();
@@ -471,6 +490,7 @@ function sendJoin(s) {
 
 function onJoined(ack) {
   connectErrors = 0;
+  rejoining = false;
   joinPending = false;
   api.selfId = ack.self;
   mesh = createMesh(ack);
@@ -496,6 +516,7 @@ function onJoined(ack) {
 function giveUp(code, state) {
   const s = socket;
   socket = null;
+  rejoining = false;
   if (s) s.disconnect();
   teardownMesh();
   api.selfId = null;
@@ -528,6 +549,7 @@ async function startJoin() {
 function leave() {
   const s = socket;
   socket = null;
+  rejoining = false;
   teardownMesh();
   if (s) {
     if (s.connected) s.timeout(LEAVE_TIMEOUT_MS).emit('leave', {}, () => s.disconnect());
@@ -600,6 +622,9 @@ function main() {
     setState('error');
     return;
   }
+  // The button stays disabled in the HTML until the handlers above exist, so an early click can
+  // never fall through to a native form submission (which would put the typed name in the URL).
+  els.join.disabled = false;
   mediaReady = acquireMedia();
 }
 
