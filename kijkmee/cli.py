@@ -13,6 +13,7 @@ from typing import Any
 
 from kijkmee import __version__
 from kijkmee.config import ConfigError, ServeConfig, load_config, option_help, option_names
+from kijkmee.relay import RelayNodeConfig
 
 DESCRIPTION = """\
 kijkmee: privacy-first video calls for up to three people, peer to peer, over TLS.
@@ -33,11 +34,19 @@ def _add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
         default = getattr(defaults, name)
         shown = "not set" if default is None else str(default)
         kind = hints[name]
-        metavar = "N" if kind in (int, int | None, float) else name.upper().split("_")[-1]
-        parser.add_argument(
-            f"--{name.replace('_', '-')}", dest=name, metavar=metavar, default=argparse.SUPPRESS,
-            help=f"{helps.get(name, '')} (default: {shown})",
-        )
+        flag = f"--{name.replace('_', '-')}"
+        text = helps.get(name, "")
+        if kind is bool:
+            parser.add_argument(flag, dest=name, action="store_const", const="true", default=argparse.SUPPRESS,
+                                help=f"{text} (default: off)")
+            continue
+        if typing.get_origin(kind) is tuple:
+            parser.add_argument(flag, dest=name, action="append", metavar="VALUE", default=argparse.SUPPRESS,
+                                help=f"{text} (repeatable; default: {', '.join(map(str, default)) or 'none'})")
+            continue
+        metavar = "N" if kind in (int, int | None, float, float | None) else name.upper().split("_")[-1]
+        parser.add_argument(flag, dest=name, metavar=metavar, default=argparse.SUPPRESS,
+                            help=f"{text} (default: {shown})")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +61,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run kijkmee on one machine with embedded defaults and print the URL to open.",
     )
     _add_options(serve, ServeConfig)
+    relay = commands.add_parser(
+        "relay",
+        help="run one TURN relay node (UDP, TCP, TLS) for ops",
+        description=(
+            "Run one TURN relay node (RFC 8656), interchangeable with coturn's use-auth-secret mode.\n"
+            "Options also come from the [relay] table of the TOML file and KIJKMEE_RELAY_<NAME>.\n"
+            "SIGHUP reloads the certificate and the secrets; SIGTERM drains (no new allocations,\n"
+            "current ones run out up to --drain-timeout); a second SIGTERM stops at once."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_options(relay, RelayNodeConfig)
     return parser
 
 
@@ -64,18 +85,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     config_file = args.pop("config", None) or (Path(os.environ["KIJKMEE_CONFIG"])
                                                if os.environ.get("KIJKMEE_CONFIG") else None)
+    cls, section = (ServeConfig, None) if command == "serve" else (RelayNodeConfig, "relay")
     try:
-        config = load_config(ServeConfig, file=config_file, env=os.environ, flags=args)
+        config = load_config(cls, file=config_file, env=os.environ, flags=args, section=section)
     except ConfigError as exc:
         print(f"kijkmee: configuration error: {exc}", file=sys.stderr)
         return 2
     from kijkmee.logs import setup_logging
+    from kijkmee.relay import run_relay
     from kijkmee.serve import serve_forever
     from signaling.app import ClientMissing
 
     setup_logging(config.log_level)
     try:
-        asyncio.run(serve_forever(config))
+        asyncio.run(serve_forever(config) if command == "serve" else run_relay(config))
+    except ConfigError as exc:
+        print(f"kijkmee: configuration error: {exc}", file=sys.stderr)
+        return 2
     except ClientMissing as exc:
         print(f"kijkmee: {exc}", file=sys.stderr)
         return 1

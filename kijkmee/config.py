@@ -60,6 +60,37 @@ class ServeConfig:
     log_level: str = "info"
     """debug, info, warning or error. Logs never hold IP addresses, names, SDP or user agents."""
 
+    embedded_relay: bool = True
+    """Run a TURN relay inside this process (off: only turn_servers are handed out)."""
+
+    turn_port: int = 3478
+    """UDP and TCP port of the embedded TURN relay (0: the system picks one)."""
+
+    turns_port: int | None = 5349
+    """TURN-over-TLS port of the embedded relay, with the HTTPS certificate (0: the system picks one)."""
+
+    turn_host: str | None = None
+    """IP address peers and browsers reach the relay on; default: host (or 127.0.0.1 for 0.0.0.0)."""
+
+    turn_secret_file: Path | None = None
+    """TURN REST shared secrets, one a line (share it with external relays or coturn). Default: a
+    random secret made in the data folder."""
+
+    turn_servers: tuple[str, ...] = ()
+    """Extra relay URLs handed to browsers (turn:/turns:, e.g. coturn nodes with the same secret)."""
+
+    turn_credential_hours: float = 4.0
+    """How long the TURN credentials handed out on join stay valid."""
+
+    relay_ports: str = "49152-65535"
+    """LOW-HIGH range of the embedded relay's relayed ports."""
+
+    allow_peer: tuple[str, ...] = ()
+    """CIDR ranges the embedded relay may reach although denied by default (tests: 127.0.0.1/32)."""
+
+    ice_transport_policy: str = "all"
+    """'all': direct where possible, relay when needed. 'relay': always through the relay."""
+
     def validate(self) -> ServeConfig:
         """Raise ConfigError for a value that cannot work; return self so calls can chain."""
         _check_port("port", self.port, allow_zero=True)
@@ -79,6 +110,18 @@ class ServeConfig:
             raise ConfigError(f"room_ttl_hours: {self.room_ttl_hours} is not between 0 and 744")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug, info, warning or error")
+        _check_port("turn_port", self.turn_port, allow_zero=True)
+        if self.turns_port is not None:
+            _check_port("turns_port", self.turns_port, allow_zero=True)
+        if self.turn_host is not None and not _is_ip(self.turn_host):
+            raise ConfigError(f"turn_host: {self.turn_host!r} is not an IP address")
+        if self.ice_transport_policy not in ("all", "relay"):
+            raise ConfigError(f"ice_transport_policy: {self.ice_transport_policy!r} is not all or relay")
+        if not 0 < self.turn_credential_hours <= 24:
+            raise ConfigError(f"turn_credential_hours: {self.turn_credential_hours} is not between 0 and 24")
+        for url in self.turn_servers:
+            if not url.startswith(("turn:", "turns:")):
+                raise ConfigError(f"turn_servers: {url!r} must start with turn: or turns:")
         if self.public_url is not None and not self.public_url.startswith("https://"):
             raise ConfigError(f"public_url: {self.public_url!r} must start with https://")
         return self
@@ -93,6 +136,14 @@ class ServeConfig:
         elif _is_ipv6(host):
             host = f"[{host}]"
         return f"https://{host}:{port if port is not None else self.port}"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _is_ipv6(host: str) -> bool:
@@ -140,6 +191,10 @@ def _coerce(annotation: Any, raw: Any, where: str) -> Any:
         if raw is None or raw == "":
             return None
         return _coerce(inner[0], raw, where)
+    if typing.get_origin(annotation) is tuple:
+        items = raw if isinstance(raw, list | tuple) else [part for part in str(raw).split(",") if part.strip()]
+        return tuple(_coerce(typing.get_args(annotation)[0], item.strip() if isinstance(item, str) else item, where)
+                     for item in items)
     if annotation is bool:
         if isinstance(raw, bool):
             return raw

@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
+import secrets
 import signal
-import ssl
 import sys
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
 from kijkmee.config import ServeConfig
 from kijkmee.devcert import ensure_dev_certificate
+from kijkmee.relay import RelayNodeConfig, RunningRelay, read_secrets
 from kijkmee.tls import TlsPolicy
 from metadata_store.sqlite import SQLiteStore
 from signaling import SignalingSettings, create_app
+from turn_relay.auth import mint_turn_credentials
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
 
@@ -28,9 +33,10 @@ class RunningServer:
     url: str
     port: int
     http_port: int | None
+    relay: RunningRelay | None = None
 
 
-def tls_context(config: ServeConfig, say: bool = True) -> ssl.SSLContext:
+def certificate(config: ServeConfig, say: bool = True) -> tuple[Path, Path]:
     cert, key = config.cert_file, config.key_file
     if cert is None or key is None:
         cert, key, created = ensure_dev_certificate(config.data_dir / "tls", dt.datetime.now(dt.UTC))
@@ -38,7 +44,63 @@ def tls_context(config: ServeConfig, say: bool = True) -> ssl.SSLContext:
             verb = "Made" if created else "Using"
             print(f"{verb} a self-signed certificate for localhost in {cert.parent} "
                   "(your browser will warn once; configure cert_file/key_file for real use).", file=sys.stderr)
-    return TlsPolicy().server_context(cert, key)
+    return cert, key
+
+
+def turn_secret_file(config: ServeConfig) -> Path:
+    """The configured secrets file, or one random secret made once in the data folder."""
+    if config.turn_secret_file is not None:
+        return config.turn_secret_file
+    path = config.data_dir / "turn-secret"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def turn_host(config: ServeConfig) -> str:
+    if config.turn_host:
+        return config.turn_host
+    return "127.0.0.1" if config.host in ("0.0.0.0", "localhost") else ("::1" if config.host == "::" else config.host)  # noqa: S104
+
+
+def ice_servers_provider(
+    config: ServeConfig, secret: bytes, relay: RunningRelay | None
+) -> Callable[[str], list[dict[str, Any]]]:
+    """Per join: our own relay's turn:/turns: URLs (and configured extra ones) with fresh credentials."""
+    urls: list[str] = list(config.turn_servers)
+    if relay is not None:
+        host = turn_host(config)
+        shown = f"[{host}]" if ":" in host else host
+        port = relay.udp[0][1]
+        urls[:0] = [f"turn:{shown}:{port}?transport=udp", f"turn:{shown}:{port}?transport=tcp"]
+        if relay.tls_addresses:
+            urls.insert(2, f"turns:{shown}:{relay.tls_addresses[0][1]}?transport=tcp")
+    ttl = int(config.turn_credential_hours * 3600)
+
+    def provide(peer_id: str) -> list[dict[str, Any]]:
+        if not urls:
+            return []
+        username, password = mint_turn_credentials(secret, peer_id, time.time(), ttl)
+        return [{"urls": urls, "username": username, "credential": password}]
+
+    return provide
+
+
+async def start_embedded_relay(config: ServeConfig, cert: Path, key: Path) -> RunningRelay | None:
+    if not config.embedded_relay:
+        return None
+    host = turn_host(config)
+    shown = f"[{host}]" if ":" in host else host
+    relay_config = RelayNodeConfig(
+        listen=(f"{shown}:{config.turn_port}",),
+        tls_listen=(f"{shown}:{config.turns_port}",) if config.turns_port is not None else (),
+        cert=cert, key=key, relay_ip=(host,), auth_secret_file=turn_secret_file(config),
+        ports=config.relay_ports, allow_peer=config.allow_peer,
+    ).validate()
+    return await RunningRelay.start(relay_config, tls=TlsPolicy().server_context(cert, key))
 
 
 def _redirect_app(https_port: int) -> web.Application:
@@ -55,15 +117,21 @@ def _redirect_app(https_port: int) -> web.Application:
 @asynccontextmanager
 async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[RunningServer]:
     """Start the server, yield where it listens, stop it cleanly afterwards."""
-    context = tls_context(config, say)
+    cert, key = certificate(config, say)
+    context = TlsPolicy().server_context(cert, key)
     store = await SQLiteStore.open(config.data_dir / "kijkmee.sqlite3")
     runners: list[web.AppRunner] = []
+    relay: RunningRelay | None = None
     try:
+        relay = await start_embedded_relay(config, cert, key)
+        secret = read_secrets(turn_secret_file(config))[0] if relay or config.turn_servers else b""
         settings = SignalingSettings(
             client_dir=CLIENT_DIR,
             public_url=config.public_url,
             room_capacity=config.room_capacity,
             room_ttl=dt.timedelta(hours=config.room_ttl_hours),
+            ice_servers=ice_servers_provider(config, secret, relay),
+            ice_transport_policy=config.ice_transport_policy,
         )
         runner = web.AppRunner(create_app(settings, store), access_log=None, handle_signals=False, shutdown_timeout=5)
         await runner.setup()
@@ -81,10 +149,12 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
             redirect_site = web.TCPSite(redirect_runner, config.host, config.http_port)
             await redirect_site.start()
             http_port = _bound_port(redirect_site)
-        yield RunningServer(url=config.base_url(port), port=port, http_port=http_port)
+        yield RunningServer(url=config.base_url(port), port=port, http_port=http_port, relay=relay)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+        if relay is not None:
+            await relay.stop()
         await store.close()
 
 
@@ -105,5 +175,9 @@ async def serve_forever(config: ServeConfig) -> None:
         print(f"kijkmee is running. Open {server.url} in your browser.", flush=True)
         if server.http_port is not None:
             print(f"Plain HTTP on port {server.http_port} only redirects to HTTPS.", flush=True)
+        if server.relay is not None:
+            where = [f"{h}:{p} (udp, tcp)" for h, p in server.relay.udp]
+            where += [f"{h}:{p} (tls)" for h, p in server.relay.tls_addresses]
+            print(f"TURN relay on {', '.join(where)}.", flush=True)
         await stop.wait()
         print("Stopping.", file=sys.stderr)

@@ -37,7 +37,7 @@ class Server:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    config = ServeConfig(port=0, data_dir=tmp_path / "data").validate()
+    config = ServeConfig(port=0, turn_port=0, turns_port=0, data_dir=tmp_path / "data").validate()
     async with running(config, say=False) as live:
         yield _server(live, config)
 

@@ -60,7 +60,8 @@ def start_serve(data_dir: Path, *extra: str) -> ServeProcess:
     log_file = data_dir.parent / f"{data_dir.name}-stderr.log"
     data_dir.mkdir(parents=True, exist_ok=True)
     process = subprocess.Popen(
-        [sys.executable, "-m", "kijkmee", "serve", "--port", "0", "--data-dir", str(data_dir), *extra],
+        [sys.executable, "-m", "kijkmee", "serve", "--port", "0", "--turn-port", "0", "--turns-port", "0",
+         "--data-dir", str(data_dir), *extra],
         stdout=subprocess.PIPE, stderr=log_file.open("w"), text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

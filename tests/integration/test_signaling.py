@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hmac
+import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -39,7 +43,7 @@ async def test_three_join_and_see_each_other(server: Server, connect: Connect) -
     room = await create_room(server.url)
     alice, bob, carol = [await connect() for _ in range(3)]
     a = await alice.join(room, "Alice")
-    assert a["ok"] and a["peers"] == [] and a["iceServers"] == [] and a["iceTransportPolicy"] == "all"
+    assert a["ok"] and a["peers"] == [] and a["iceTransportPolicy"] == "all"
     b = await bob.join(room)
     assert b["peers"] == [{"id": a["self"], "name": "Alice"}]
     c = await carol.join(room, "  Carol\u0000\u202e ")
@@ -47,6 +51,21 @@ async def test_three_join_and_see_each_other(server: Server, connect: Connect) -
     joined = await alice.wait_for("peer-joined", 2)
     assert joined == [{"id": b["self"], "name": None}, {"id": c["self"], "name": "Carol"}]
     assert len({a["self"], b["self"], c["self"]}) == 3
+
+
+async def test_join_hands_out_our_own_relay_with_fresh_credentials(server: Server, connect: Connect) -> None:
+    room = await create_room(server.url)
+    first, second = await connect(), await connect()
+    a, b = await first.join(room), await second.join(room)
+    (ice,) = a["iceServers"]
+    assert all(re.fullmatch(r"turns?:127\.0\.0\.1:\d+\?transport=(udp|tcp)", url) for url in ice["urls"]), ice
+    assert [url.split(":")[0] + url.rsplit("=", 1)[1] for url in ice["urls"]] == ["turnudp", "turntcp", "turnstcp"]
+    expiry, user = ice["username"].split(":")
+    assert user == a["self"] and 3.9 * 3600 < int(expiry) - time.time() <= 4 * 3600
+    secret = (server.data_dir / "turn-secret").read_text().strip().encode()
+    # coturn's use-auth-secret scheme: password = base64(HMAC-SHA1(secret, username)).
+    assert ice["credential"] == base64.b64encode(hmac.new(secret, ice["username"].encode(), "sha1").digest()).decode()
+    assert b["iceServers"][0]["username"] != ice["username"]
 
 
 async def test_ten_simultaneous_joins_admit_exactly_three(server: Server, connect: Connect) -> None:

@@ -146,7 +146,8 @@ async def server_with_redirect(tmp_path: object) -> AsyncIterator[Server]:
 
     from tests.conftest import free_port
 
-    config = ServeConfig(port=0, http_port=free_port(), data_dir=pathlib.Path(str(tmp_path)) / "d").validate()
+    data_dir = pathlib.Path(str(tmp_path)) / "d"
+    config = ServeConfig(port=0, http_port=free_port(), turn_port=0, turns_port=0, data_dir=data_dir).validate()
     async with running(config, say=False) as live:
         yield Server(url=live.url, port=live.port, data_dir=config.data_dir, http_port=live.http_port)
 

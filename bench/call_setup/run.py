@@ -1,0 +1,132 @@
+"""Call set-up time: page load → first decoded remote video frame, for every participant of a 3-way call.
+
+Three Chromium pages open the same call link at once and join as soon as the join button is enabled
+(no human think time). Each page records, against its own navigation start, the moment its
+RTCPeerConnections have decoded a first video frame from both other people. A run's figure is the
+slowest of the three. Run inside a loopback-only network namespace: `make bench-call-setup`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from playwright.async_api import Browser, async_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import in_private_netns  # noqa: E402
+from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, start_serve, stop_serve  # noqa: E402
+from tests.integration.sio_helpers import create_room  # noqa: E402
+
+# Runs before the page's own scripts; polls getStats until two peers have each decoded a video frame.
+FIRST_FRAMES_PROBE = """
+(() => {
+  const poll = async () => {
+    const k = window.kijkmee;
+    if (k && k.pcs && k.pcs.size === 2) {
+      let ready = 0;
+      for (const pc of k.pcs.values()) {
+        const stats = await pc.getStats();
+        let frames = 0;
+        stats.forEach(r => { if (r.type === 'inbound-rtp' && r.kind === 'video') frames += r.framesDecoded || 0; });
+        if (frames > 0) ready += 1;
+      }
+      if (ready === 2) { window.__firstFramesMs = performance.now(); return; }
+    }
+    setTimeout(poll, 10);
+  };
+  poll();
+})();
+"""
+
+
+async def one_run(browser: Browser, base_url: str) -> list[float]:
+    room = await create_room(base_url)
+    contexts = [await browser.new_context(ignore_https_errors=True) for _ in range(3)]
+    try:
+        pages = [await context.new_page() for context in contexts]
+        for page in pages:
+            await page.add_init_script(FIRST_FRAMES_PROBE)
+
+        async def attend(page) -> float:  # type: ignore[no-untyped-def]
+            await page.goto(f"{base_url}/r/{room}")
+            await page.locator("#join:enabled").click()
+            await page.wait_for_function("() => window.__firstFramesMs !== undefined", timeout=30_000)
+            return float(await page.evaluate("() => window.__firstFramesMs")) / 1000
+
+        return list(await asyncio.gather(*(attend(page) for page in pages)))
+    finally:
+        for context in contexts:
+            await context.close()
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=10, help="measured runs (default 10)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (default 1)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
+    args = parser.parse_args()
+    if not in_private_netns():
+        print("run inside a loopback-only network namespace: make bench-call-setup", file=sys.stderr)
+        return 2
+    server = start_serve(Path(tempfile.mkdtemp(prefix="kijkmee-bench-")) / "data")
+    try:
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            for _ in range(args.warmup):
+                await one_run(browser, server.url)
+            runs = []
+            for index in range(args.runs):
+                per_person = await one_run(browser, server.url)
+                runs.append(per_person)
+                print(f"run {index + 1}: slowest {max(per_person):.3f} s  (each: "
+                      + ", ".join(f"{t:.3f}" for t in per_person) + ")")
+            await browser.close()
+    finally:
+        stop_serve(server)
+    slowest = [max(run) for run in runs]
+    result = {
+        "bench": "call_setup",
+        "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "what": "page navigation start -> first decoded video frame from both other people, slowest of 3",
+        "runs": args.runs,
+        "median_s": round(statistics.median(slowest), 3),
+        "p90_s": round(percentile(slowest, 0.9), 3),
+        "goal_median_s": 1.0,
+        "goal_met": statistics.median(slowest) <= 1.0,
+        "per_run_per_person_s": [[round(t, 3) for t in run] for run in runs],
+        "machine": {"cpus": len(__import__("os").sched_getaffinity(0)), "python": platform.python_version(),
+                    "chromium": subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True,
+                                               check=False).stdout.strip()},
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "call_setup.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out / "call_setup.md").write_text(
+        f"# call_setup\n\n{result['what']}, {args.runs} runs of a 3-way call on loopback "
+        f"({result['machine']['chromium']}, {result['machine']['cpus']} cores).\n\n"
+        f"| median | p90 | goal (median) | met |\n|---|---|---|---|\n"
+        f"| {result['median_s']:.3f} s | {result['p90_s']:.3f} s | ≤ 1.000 s "
+        f"| {'yes' if result['goal_met'] else 'no'} |\n"
+    )
+    print(json.dumps({k: result[k] for k in ("median_s", "p90_s", "goal_met")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
