@@ -86,7 +86,8 @@ class RelayNodeConfig:
     """CIDR range opened although denied by default (loopback, private, link-local, ...)."""
 
     allow_unencrypted: bool = False
-    """Relay any payload, not only STUN/DTLS/SRTP (for legacy clients and load tools)."""
+    """Relay any payload, not only STUN/DTLS/SRTP, and accept RFC 5766 channel numbers 0x5000-0x7FFF
+    (for legacy clients and load tools such as coturn's turnutils_uclient)."""
 
     max_allocations: int = 10_000
     """Allocations in total."""
@@ -149,7 +150,7 @@ class RelayNodeConfig:
                 min_port=low, max_port=high, listen_addresses=tuple(h for h in local if h not in self.external_ip),
                 max_allocations=self.max_allocations, max_allocations_per_user=self.max_allocations_per_user,
                 bandwidth_limit=self.bandwidth_limit or None, allow_peer=self.allow_peer,
-                allow_unencrypted=self.allow_unencrypted, dont_fragment=True,
+                allow_unencrypted=self.allow_unencrypted, legacy_channels=self.allow_unencrypted, dont_fragment=True,
             ).validate()
         except RelayConfigError as exc:
             raise ConfigError(str(exc)) from None

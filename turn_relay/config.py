@@ -114,6 +114,11 @@ class RelayConfig:
     """Source IPs kept in each rate-limit and failure table; the least recently seen is forgotten
     first, so a flood from spoofed sources cannot grow memory."""
 
+    legacy_channels: bool = False
+    """Also accept the RFC 5766 channel numbers 0x5000-0x7FFF (coturn's test client picks them).
+    RFC 8656 reserves them because their first byte collides with RFC 7983 demultiplexing, so this
+    needs :attr:`allow_unencrypted`."""
+
     dont_fragment: bool = False
     """True if the I/O layer can send relayed datagrams with the DF bit set. When False, an Allocate
     with DONT-FRAGMENT is answered 420 as RFC 8656 section 7.2 asks, listing DONT-FRAGMENT."""
@@ -124,6 +129,8 @@ class RelayConfig:
     def validate(self) -> RelayConfig:
         """Raise :class:`RelayConfigError` for a value that cannot work; return self to chain."""
         _check_secrets(self.secrets)
+        if self.legacy_channels and not self.allow_unencrypted:
+            raise RelayConfigError("legacy_channels: needs allow_unencrypted (they collide with RFC 7983 classes)")
         if not self.realm or len(self.realm) > 127:
             raise RelayConfigError("realm: must be 1 to 127 characters")
         _check_relay_addresses(self.relay_addresses)

@@ -206,7 +206,8 @@ class TurnRequests:
         number, peer = request.message.get(ChannelNumber), request.message.get(XorPeerAddress)
         if number is None or peer is None:
             raise BadRequest("CHANNEL-NUMBER and XOR-PEER-ADDRESS are required")
-        if not is_channel_number(number.number):
+        legacy = self._config.legacy_channels and 0x5000 <= number.number <= 0x7FFF
+        if not (is_channel_number(number.number) or legacy):
             raise BadRequest("channel number out of 0x4000..0x4FFF")
         self._check_peer(allocation, peer)
         host = host_text(peer.address)

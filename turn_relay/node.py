@@ -77,7 +77,7 @@ class StreamClient(asyncio.Protocol):
         self.node = node
         self.kind = transport_kind
         self.server_address = server_address
-        self.framer = StreamFramer(STREAM_FRAME_CAP)
+        self.framer = StreamFramer(STREAM_FRAME_CAP, node.server.config.legacy_channels)
         self.transport: asyncio.Transport | None = None
         self.five_tuple: FiveTuple | None = None
 

@@ -81,6 +81,7 @@ class RelayServer:
         )
         """fail2ban state."""
         self._sweep_due: float | None = None
+        self._channel_end = 0x80 if config.legacy_channels else 0x50  # first bytes that start ChannelData
         self._authenticated: dict[int, Callable[[Request], Outcome]] = {
             Method.ALLOCATE: self._turn.allocate,
             Method.REFRESH: self._turn.refresh,
@@ -96,7 +97,7 @@ class RelayServer:
     def handle_client_data(self, data: bytes, five_tuple: FiveTuple, now: float) -> list[Action]:
         """A UDP datagram, or one frame from a TCP/TLS stream (see ``turn_relay.stun.StreamFramer``),
         that a client sent to a listener."""
-        if data and data[0] & 0xF0 == 0x40:
+        if data and 0x40 <= data[0] < self._channel_end:
             return self._data.channel_data_from_client(data, five_tuple, now)
         if not data or data[0] > 0x3F:
             return self._drop(DropReason.MALFORMED)

@@ -25,19 +25,22 @@ class PacketKind(enum.Enum):
     OTHER = "other"
 
 
-def classify(data: bytes | bytearray) -> PacketKind:
-    """STUN if the first two bits are 00, ChannelData for 0x40-0x4F (channels 0x4000-0x4FFF), else OTHER."""
+def classify(data: bytes | bytearray, legacy_channels: bool = False) -> PacketKind:
+    """STUN if the first two bits are 00, ChannelData for 0x40-0x4F (channels 0x4000-0x4FFF; with
+    ``legacy_channels`` also RFC 5766's 0x50-0x7F), else OTHER."""
     if not data:
         return PacketKind.OTHER
     first = data[0]
     if first < 0x40:
         return PacketKind.STUN
-    if first < 0x50:
+    if first < (0x80 if legacy_channels else 0x50):
         return PacketKind.CHANNEL_DATA
     return PacketKind.OTHER
 
 
-def next_frame_size(buffer: bytes | bytearray, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> int | None:
+def next_frame_size(
+    buffer: bytes | bytearray, max_size: int = DEFAULT_MAX_FRAME_SIZE, legacy_channels: bool = False
+) -> int | None:
     """Size of the frame at the start of ``buffer``, or None until its first 4 bytes are there.
 
     A STUN frame is 20 + length bytes (length a multiple of 4); a ChannelData frame is 4 + length
@@ -47,7 +50,7 @@ def next_frame_size(buffer: bytes | bytearray, max_size: int = DEFAULT_MAX_FRAME
     """
     if len(buffer) < 4:
         return None
-    kind = classify(buffer)
+    kind = classify(buffer, legacy_channels)
     length: int = _LENGTH.unpack_from(buffer, 2)[0]
     if kind is PacketKind.STUN:
         if length % 4:
@@ -68,10 +71,11 @@ class StreamFramer:
     The buffer never holds more than one incomplete frame, which ``max_size`` caps.
     """
 
-    def __init__(self, max_size: int = DEFAULT_MAX_FRAME_SIZE) -> None:
+    def __init__(self, max_size: int = DEFAULT_MAX_FRAME_SIZE, legacy_channels: bool = False) -> None:
         if max_size < HEADER_SIZE:
             raise ValueError(f"max_size {max_size} is smaller than a STUN header")
         self._max_size = max_size
+        self._legacy_channels = legacy_channels
         self._buffer = bytearray()
 
     @property
@@ -87,7 +91,7 @@ class StreamFramer:
         """
         self._buffer += data
         frames: list[bytes] = []
-        while (size := next_frame_size(self._buffer, self._max_size)) is not None:
+        while (size := next_frame_size(self._buffer, self._max_size, self._legacy_channels)) is not None:
             if size > len(self._buffer):
                 break
             frames.append(bytes(self._buffer[:size]))
