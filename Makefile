@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 NETNS := $(shell if [ "$$(id -u)" = 0 ]; then echo "unshare --net"; else echo "unshare -rn"; fi)
-DEBIAN_PACKAGES := chromium coturn testssl.sh libnss3-tools openssl iproute2
+DEBIAN_PACKAGES := chromium coturn testssl.sh libnss3-tools openssl iproute2 tcpdump
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test system-packages lint clean

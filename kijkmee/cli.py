@@ -13,6 +13,8 @@ from typing import Any
 
 from kijkmee import __version__
 from kijkmee.config import ConfigError, ServeConfig, load_config, option_help, option_names
+from kijkmee.probe import DESCRIPTION as PROBE_DESCRIPTION
+from kijkmee.probe import add_probe_arguments, run_probe_command
 from kijkmee.relay import RelayNodeConfig
 
 DESCRIPTION = """\
@@ -73,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_options(relay, RelayNodeConfig)
+    probe = commands.add_parser("probe", help="check a TURN relay end to end with a relayed WebRTC call",
+                                description=PROBE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_probe_arguments(probe)
     return parser
 
 
@@ -83,6 +88,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is None:
         parser.print_help()
         return 2
+    if command == "probe":
+        return run_probe_command(args)
     config_file = args.pop("config", None) or (Path(os.environ["KIJKMEE_CONFIG"])
                                                if os.environ.get("KIJKMEE_CONFIG") else None)
     cls, section = (ServeConfig, None) if command == "serve" else (RelayNodeConfig, "relay")

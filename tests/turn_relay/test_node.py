@@ -8,7 +8,6 @@ import re
 import shutil
 import signal
 import ssl
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -242,7 +241,7 @@ async def test_turn_over_tls_refuses_old_protocols(relay: RunningRelay, version:
 async def test_reload_takes_new_secrets_and_keeps_allocations(
     relay: RunningRelay, secret_file: Path, echo: tuple[Echo, tuple[str, int]]
 ) -> None:
-    peer, peer_address = echo
+    _peer, peer_address = echo
     old = await UdpTurnClient(relay.udp[0], SECRET).open()
     try:
         await old.allocate()
