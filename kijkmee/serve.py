@@ -117,6 +117,7 @@ def _redirect_app(https_port: int) -> web.Application:
 @asynccontextmanager
 async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[RunningServer]:
     """Start the server, yield where it listens, stop it cleanly afterwards."""
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert, key = certificate(config, say)
     context = TlsPolicy().server_context(cert, key)
     store = await SQLiteStore.open(config.data_dir / "kijkmee.sqlite3")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import datetime as dt
 import sqlite3
 from collections.abc import Callable
@@ -56,7 +57,10 @@ class SQLiteStore:
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Personal data: the file is the owner's alone. SQLite gives its -wal and -shm files the
+        # main file's permissions, so creating it 0600 covers those too.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kijkmee-sqlite")
 
         def connect() -> sqlite3.Connection:

@@ -26,6 +26,17 @@ async def test_live_columns_equal_the_declaration(tmp_path: Path) -> None:
     assert personal == {"ip", "name"}
 
 
+async def test_the_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    store = await SQLiteStore.open(tmp_path / "data" / "k.sqlite3")
+    try:
+        await store.create_room("r" * 22, T0, T0 + dt.timedelta(hours=1))
+        for name in ("k.sqlite3", "k.sqlite3-wal", "k.sqlite3-shm"):
+            assert (tmp_path / "data" / name).stat().st_mode & 0o077 == 0, name
+        assert (tmp_path / "data").stat().st_mode & 0o077 == 0
+    finally:
+        await store.close()
+
+
 async def test_sessions_open_and_close(tmp_path: Path) -> None:
     store = await SQLiteStore.open(tmp_path / "k.sqlite3")
     try:
