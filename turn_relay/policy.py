@@ -107,6 +107,8 @@ class PeerPolicy:
         """True if the relay may send to, and accept from, ``ip``:``port``."""
         if port == 0:
             return False
+        if self._explicitly_allowed(ip):  # an operator's own range wins over the IPv4 inside it (::1)
+            return True
         forms: tuple[IPAddress, ...] = (ip,)
         if isinstance(ip, IPv6Address):
             forms += embedded_ipv4(ip)
@@ -129,8 +131,11 @@ class PeerPolicy:
             forms += embedded_ipv4(ip)
         return any(host_text(form) in self.own_hosts for form in forms)
 
+    def _explicitly_allowed(self, ip: IPAddress) -> bool:
+        return any(ip.version == network.version and ip in network for network in self.allow)
+
     def _form_allowed(self, ip: IPAddress, port: int) -> bool:
-        if any(ip.version == network.version and ip in network for network in self.allow):
+        if self._explicitly_allowed(ip):
             return True
         denied = DENIED_IPV4 if isinstance(ip, IPv4Address) else DENIED_IPV6
         if any(ip in network for network in denied):

@@ -102,6 +102,26 @@ async def test_channel_data_round_trip_over_udp(relay: RunningRelay, echo: tuple
         client.close()
 
 
+async def test_ipv6_listener_and_relayed_address(secret_file: Path, tmp_path: Path) -> None:
+    relay = await start(secret_file, tmp_path, listen=("[::1]:0",), tls_listen=(), relay_ip=("::1",),
+                        allow_peer=("::1/128",))
+    loop = asyncio.get_running_loop()
+    transport, peer = await loop.create_datagram_endpoint(Echo, local_addr=("::1", 0))
+    client = await UdpTurnClient(relay.udp[0], SECRET).open()
+    try:
+        assert relay.udp[0][0] == "::1"
+        assert (await client.allocate(ipv6=True)).message_class is MessageClass.SUCCESS
+        assert client.relay is not None and client.relay[0] == "::1"
+        peer_address = transport.get_extra_info("sockname")[:2]
+        assert (await client.channel_bind(0x4005, peer_address)).message_class is MessageClass.SUCCESS
+        client.channel_data(0x4005, DTLS_HELLO)
+        assert (await client.receive())[4:] == DTLS_HELLO and peer.received == [DTLS_HELLO]
+    finally:
+        client.close()
+        transport.close()
+        await relay.stop()
+
+
 async def test_plain_payloads_are_dropped_and_counted_when_encrypted_only(
     relay: RunningRelay, echo: tuple[Echo, tuple[str, int]]
 ) -> None:
@@ -262,7 +282,7 @@ async def test_reload_takes_new_secrets_and_keeps_allocations(
         old.close()
 
 
-async def test_sigterm_drains_then_stops(secret_file: Path, tmp_path: Path) -> None:
+async def test_sighup_reloads_and_sigterm_drains_then_stops(secret_file: Path, tmp_path: Path) -> None:
     from tests.conftest import free_port
 
     udp_port, metrics_port = free_port(), free_port()
@@ -277,16 +297,22 @@ async def test_sigterm_drains_then_stops(secret_file: Path, tmp_path: Path) -> N
         assert b"kijkmee relay is running" in line
         client = await UdpTurnClient(("127.0.0.1", udp_port), SECRET).open()
         assert (await client.allocate()).message_class is MessageClass.SUCCESS
+        secret_file.write_text("after-sighup\n" + SECRET.decode() + "\n")
+        process.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        rotated = await UdpTurnClient(("127.0.0.1", udp_port), b"after-sighup", user="rotated").open()
+        assert (await rotated.allocate()).message_class is MessageClass.SUCCESS
+        rotated.close()
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{metrics_port}/healthz") as response:
-                assert response.status == 200 and (await response.json())["allocations"] == 1
+                assert response.status == 200 and (await response.json())["allocations"] == 2
             process.send_signal(signal.SIGTERM)
             await asyncio.sleep(0.5)
             async with http.get(f"http://127.0.0.1:{metrics_port}/healthz") as response:
                 assert response.status == 503 and (await response.json())["status"] == "draining"
             async with http.get(f"http://127.0.0.1:{metrics_port}/metrics") as response:
                 text = await response.text()
-                assert "kijkmee_relay_draining 1" in text and "kijkmee_relay_allocations 1" in text
+                assert "kijkmee_relay_draining 1" in text and "kijkmee_relay_allocations 2" in text
         late = await UdpTurnClient(("127.0.0.1", udp_port), SECRET, user="late").open()
         assert error_code(await late.allocate()) == 508
         late.close()
@@ -295,7 +321,7 @@ async def test_sigterm_drains_then_stops(secret_file: Path, tmp_path: Path) -> N
         _, stderr = await process.communicate()
         logs = stderr.decode()
         assert "Draining" in logs
-        for private in ("127.0.0.1", "tester", "late", SECRET.decode()):
+        for private in ("127.0.0.1", "tester", "late", "rotated", SECRET.decode(), "after-sighup"):
             assert private not in logs, private
     finally:
         if process.returncode is None:

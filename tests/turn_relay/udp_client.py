@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from turn_relay.auth import mint_turn_credentials
 from turn_relay.stun import (
+    AddressFamily,
     Attribute,
     ChannelNumber,
     Lifetime,
@@ -17,6 +18,7 @@ from turn_relay.stun import (
     Method,
     Nonce,
     Realm,
+    RequestedAddressFamily,
     RequestedTransport,
     Username,
     XorPeerAddress,
@@ -53,7 +55,8 @@ class UdpTurnClient:
 
     async def open(self) -> UdpTurnClient:
         loop = asyncio.get_running_loop()
-        self.transport, _ = await loop.create_datagram_endpoint(lambda: self.inbox, local_addr=("127.0.0.1", 0))
+        local = "::1" if ":" in self.server[0] else "127.0.0.1"
+        self.transport, _ = await loop.create_datagram_endpoint(lambda: self.inbox, local_addr=(local, 0))
         return self
 
     def close(self) -> None:
@@ -84,8 +87,11 @@ class UdpTurnClient:
             return await self.request(method, attributes)
         return response
 
-    async def allocate(self) -> Message:
-        response = await self.request(Method.ALLOCATE, [RequestedTransport(), Lifetime(600)])
+    async def allocate(self, ipv6: bool = False) -> Message:
+        attributes: list[Attribute] = [RequestedTransport(), Lifetime(600)]
+        if ipv6:
+            attributes.append(RequestedAddressFamily(AddressFamily.IPV6))
+        response = await self.request(Method.ALLOCATE, attributes)
         relayed = response.get(XorRelayedAddress)
         if relayed is not None:
             self.relay = (str(relayed.address), relayed.port)
