@@ -1,9 +1,10 @@
 """`kijkmee probe`: check a TURN relay end to end, as a call would use it.
 
-For each TURN URL: one Allocate on its own (to name a precise reason when the relay refuses or stays
-silent), then two aiortc peer connections in this process that may use relay candidates only
-(iceTransportPolicy "relay"), a DTLS-SRTP video round trip between them, and a verdict. Credentials are
-minted from the shared secret like signaling mints them; neither is ever printed.
+For each TURN URL: two allocations that send to each other with aioice's TURN client (to name a
+precise reason when the relay refuses, stays silent or will not relay between its own addresses), then
+two aiortc peer connections in this process that may use relay candidates only (iceTransportPolicy
+"relay"), a DTLS-SRTP video round trip between them, and a verdict. Credentials are minted from the
+shared secret like signaling mints them; neither is ever printed.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ from kijkmee.relay import read_secrets
 from turn_relay.auth import mint_turn_credentials
 
 if TYPE_CHECKING:
-    from aioice.stun import TransactionFailed
-
     from kijkmee.probe_call import CallOutcome
 
 OK_VERDICT = "OK: media relayed through TURN, DTLS-SRTP connected"
@@ -54,6 +53,7 @@ system's trust store, or against --ca-file only. There is no option to skip veri
 
 The relay must let its relayed addresses reach each other (both peers' candidates are on
 the relay): a relay on a private or loopback address needs --allow-peer for that range.
+Each URL takes four short allocations (two to check the relay, one per peer), all released.
 The media round trip includes VP8 encoding and decoding and aiortc's jitter buffer on both
 peers, so it is higher than the network round trip alone (about 75 ms on loopback)."""
 
@@ -133,6 +133,7 @@ class ProbeResult:
     tls: str | None = None
     allocation_ms: float | None = None
     relayed_address: str | None = None
+    relay_path_ms: float | None = None
     setup_ms: float | None = None
     route: str | None = None
     rtt_median_ms: float | None = None
@@ -141,80 +142,13 @@ class ProbeResult:
     frames_sent: int = 0
     frames_returned: int = 0
 
+    def as_json(self) -> dict[str, Any]:
+        """The fields, times rounded to 0.1 ms."""
+        return {name: round(value, 1) if isinstance(value, float) else value for name, value in asdict(self).items()}
+
     def fail(self, reason: str) -> ProbeResult:
         self.ok, self.verdict = False, f"FAIL: {reason}"
         return self
-
-
-class ProbeFailure(Exception):
-    """Ends the probe of one URL; the message is the plain reason."""
-
-
-class _Sink(asyncio.DatagramProtocol):
-    """Receives nothing of interest; tells when the TURN allocation is gone."""
-
-    def __init__(self) -> None:
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
-async def allocate_once(url: TurnUrl, username: str, password: str, tls: ssl.SSLContext | None,
-                        timeout: float) -> str:
-    """Allocate and release once; the relayed address, or ProbeFailure with a plain reason."""
-    from aioice.turn import create_turn_endpoint
-
-    ssl_arg: bool | ssl.SSLContext | None = (tls or True) if url.scheme == "turns" else None
-    try:
-        async with asyncio.timeout(timeout):
-            transport, sink = await create_turn_endpoint(_Sink, (url.host, url.port), username, password,
-                                                         ssl=ssl_arg, transport=url.transport)
-    except Exception as exc:  # classified below; anything unknown is reported, not raised
-        raise ProbeFailure(explain_allocation_error(exc, url, timeout)) from None
-    relayed = transport.get_extra_info("sockname")
-    transport.close()
-    try:
-        async with asyncio.timeout(2):
-            await sink.closed
-    except TimeoutError:
-        pass  # the allocation expires on its own
-    return f"{relayed[0]}:{relayed[1]}"
-
-
-def _stun_error(exc: TransactionFailed) -> str:
-    code, reason = exc.response.attributes.get("ERROR-CODE", (0, ""))
-    if code == 401:
-        return "authentication refused: check the secret (and that the relay's realm and clock agree)"
-    if code == 486:
-        return "the relay refused the allocation: 486 allocation quota reached for this user"
-    if code == 508:
-        return "the relay refused the allocation: 508 insufficient capacity (no relayed port free)"
-    return f"the relay refused the allocation: {code} {reason}".rstrip()
-
-
-def explain_allocation_error(exc: Exception, url: TurnUrl, timeout: float) -> str:
-    """A plain reason for why the Allocate of `url` failed."""
-    from aioice import stun
-
-    where = f"{url.host}:{url.port}"
-    if isinstance(exc, stun.TransactionFailed):
-        return _stun_error(exc)
-    if isinstance(exc, stun.TransactionTimeout | TimeoutError):
-        return f"no relay candidates: the relay did not answer on {url.transport} {where} within {timeout:g} s"
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"the relay's TLS certificate was not accepted: {exc.verify_message} "
-                "(give its CA with --ca-file; the URL's host must be in the certificate)")
-    if isinstance(exc, ssl.SSLError):
-        return f"the TLS handshake with the relay failed: {exc.reason or exc}"
-    if isinstance(exc, ConnectionRefusedError):
-        return f"connection refused: nothing listens on {url.transport} {where}"
-    if isinstance(exc, OSError):
-        return f"cannot reach the relay at {where}: {exc.strerror or exc}"
-    if isinstance(exc, ConnectionError):
-        return f"the relay's answer to Allocate was not usable: {exc}"
-    return f"the allocation failed: {type(exc).__name__}: {exc}"
 
 
 async def probe(url: TurnUrl, settings: ProbeSettings,
@@ -223,19 +157,23 @@ async def probe(url: TurnUrl, settings: ProbeSettings,
     from aiortc import RTCIceServer
 
     from kijkmee.probe_call import relayed_call
+    from kijkmee.probe_turn import ProbeFailure, check_relay
 
     result = ProbeResult(url=str(url))
     tls = settings.tls_context() if url.scheme == "turns" else None
     username, password = mint_turn_credentials(settings.secret, PROBE_USER, time.time(), ttl=CREDENTIAL_TTL)
     start = clock()
     try:
-        result.relayed_address = await allocate_once(url, username, password, tls, settings.timeout)
+        check = await check_relay(url, username, password, tls, settings.timeout, clock)
     except ProbeFailure as failure:
         return result.fail(str(failure))
     if url.scheme == "turns":
         result.tls = settings.tls_trust()  # the handshake verified the certificate with this trust
-    result.allocation_ms = (clock() - start) * 1000
+    result.relayed_address = check.relayed_address
+    result.allocation_ms, result.relay_path_ms = check.allocation_seconds * 1000, check.path_seconds * 1000
     remaining = settings.timeout - (clock() - start)
+    if remaining <= 0:
+        return result.fail(f"timeout: the relay checks alone took the whole {settings.timeout:g} s")
     server = RTCIceServer(urls=str(url), username=username, credential=password)
     outcome = await relayed_call(server, tls, settings.samples, remaining, clock)
     _fill(result, outcome, url)
@@ -245,10 +183,11 @@ async def probe(url: TurnUrl, settings: ProbeSettings,
 def _fill(result: ProbeResult, outcome: CallOutcome, url: TurnUrl) -> None:
     if outcome.setup_seconds is not None:
         result.setup_ms = outcome.setup_seconds * 1000
-    if outcome.routes:
+    if outcome.routes:  # the caller's nominated pair first: its relayed address, then the callee's
+        pairs = {f"{r.local_type}/{r.remote_type}" for r in outcome.routes}
         first = outcome.routes[0]
-        result.route = (f"{first.local_type}/{first.remote_type} via TURN over {url.transport} "
-                        f"({first.local_address} <-> {first.remote_address})")
+        result.route = (f"{' and '.join(sorted(pairs))} on both peers, via TURN over {url.transport} "
+                        f"(caller {first.local_address} <-> callee {first.remote_address})")
     summary = outcome.rtt_summary()
     if summary is not None:
         result.rtt_median_ms, result.rtt_p95_ms = summary[0] * 1000, summary[1] * 1000
@@ -268,6 +207,8 @@ def format_text(result: ProbeResult) -> str:
         lines.append(f"tls          {result.tls}")
     if result.allocation_ms is not None:
         lines.append(f"allocation   {result.allocation_ms:.0f} ms (relayed address {result.relayed_address})")
+    if result.relay_path_ms is not None:
+        lines.append(f"relay path   {result.relay_path_ms:.0f} ms until two allocations had reached each other")
     if result.setup_ms is not None:
         lines.append(f"setup        {result.setup_ms:.0f} ms until both peer connections were connected (ICE, DTLS)")
     if result.route:
@@ -322,11 +263,11 @@ def run_probe_command(args: dict[str, Any]) -> int:
     try:
         import aiortc  # noqa: F401
     except ImportError:
-        print("kijkmee probe: needs aiortc (pip install aiortc)", file=sys.stderr)
+        print("kijkmee probe: needs aiortc: pip install 'kijkmee[probe]'", file=sys.stderr)
         return 1
     results = asyncio.run(probe_all(urls, settings))
     if args["json"]:
-        print(json.dumps({"ok": all(r.ok for r in results), "results": [asdict(r) for r in results]}, indent=2))
+        print(json.dumps({"ok": all(r.ok for r in results), "results": [r.as_json() for r in results]}, indent=2))
     else:
         print("\n\n".join(format_text(result) for result in results))
     return 0 if all(result.ok for result in results) else 1

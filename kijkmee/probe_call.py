@@ -277,7 +277,9 @@ async def relayed_call(server: RTCIceServer, tls: ssl.SSLContext | None, samples
             if outcome.failure is None:
                 await meter.enough.wait()
     except TimeoutError:
-        outcome.failure = outcome.failure or _timeout_reason(outcome, meter, samples, timeout)
+        outcome.failure = outcome.failure or _timeout_reason(outcome, meter, (caller, callee), timeout)
+    except Exception as exc:  # aiortc raising is a failed probe to report, not a crash of the command
+        outcome.failure = f"the WebRTC call failed: {type(exc).__name__}: {exc}"
     finally:
         outcome.rtts, outcome.frames_sent, outcome.frames_returned = meter.rtts, source.count, meter.returned
         for task in tasks:
@@ -321,10 +323,18 @@ async def _connect(caller: RTCPeerConnection, callee: RTCPeerConnection, remote_
         outcome.failure = "the nominated route is not relay/relay"
 
 
-def _timeout_reason(outcome: CallOutcome, meter: RttMeter, samples: int, timeout: float) -> str:
+def _transport_states(pc: RTCPeerConnection) -> str:
+    dtls = [t.sender.transport for t in pc.getTransceivers()]
+    return ", ".join(f"ICE {d.transport.state}, DTLS {d.state}" for d in dtls) or "no transport"
+
+
+def _timeout_reason(outcome: CallOutcome, meter: RttMeter, pcs: tuple[RTCPeerConnection, RTCPeerConnection],
+                    timeout: float) -> str:
     if outcome.setup_seconds is None:
-        return f"timeout: the two peer connections did not connect through the relay within {timeout:g} s"
+        states = "; ".join(f"{name}: {_transport_states(pc)}" for name, pc in zip(("caller", "callee"), pcs,
+                                                                                   strict=True))
+        return f"timeout: the peer connections did not connect through the relay within {timeout:.1f} s ({states})"
     if not meter.returned:
-        return ("timeout: connected, but no media came back within the timeout "
+        return (f"timeout: connected, but no media came back within {timeout:.1f} s "
                 "(the relay passed DTLS but not SRTP?)")
-    return f"timeout: only {len(meter.rtts)} of {samples} marked frames came back within {timeout:g} s"
+    return f"timeout: only {len(meter.rtts)} of {meter.wanted} marked frames came back within {timeout:.1f} s"

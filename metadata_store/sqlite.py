@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import datetime as dt
+import os
 import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
