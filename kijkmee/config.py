@@ -113,6 +113,8 @@ class ServeConfig:
         _check_port("turn_port", self.turn_port, allow_zero=True)
         if self.turns_port is not None:
             _check_port("turns_port", self.turns_port, allow_zero=True)
+        if self.embedded_relay and self.turn_host is None and self.host in ("0.0.0.0", "::"):  # noqa: S104
+            raise ConfigError("turn_host: set the IP address browsers reach the relay on (host listens on all)")
         if self.turn_host is not None and not _is_ip(self.turn_host):
             raise ConfigError(f"turn_host: {self.turn_host!r} is not an IP address")
         if self.ice_transport_policy not in ("all", "relay"):

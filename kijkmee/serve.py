@@ -61,9 +61,10 @@ def turn_secret_file(config: ServeConfig) -> Path:
 
 
 def turn_host(config: ServeConfig) -> str:
+    """The relay's address in turn: URLs (validate() makes sure one is known for wildcard hosts)."""
     if config.turn_host:
         return config.turn_host
-    return "127.0.0.1" if config.host in ("0.0.0.0", "localhost") else ("::1" if config.host == "::" else config.host)  # noqa: S104
+    return "127.0.0.1" if config.host == "localhost" else config.host
 
 
 def ice_servers_provider(
@@ -93,7 +94,9 @@ async def start_embedded_relay(config: ServeConfig, cert: Path, key: Path) -> Ru
     if not config.embedded_relay:
         return None
     host = turn_host(config)
-    shown = f"[{host}]" if ":" in host else host
+    wildcard = config.host in ("0.0.0.0", "::")  # noqa: S104 - listen where HTTPS listens
+    bind = config.host if wildcard else host
+    shown = f"[{bind}]" if ":" in bind else bind
     relay_config = RelayNodeConfig(
         listen=(f"{shown}:{config.turn_port}",),
         tls_listen=(f"{shown}:{config.turns_port}",) if config.turns_port is not None else (),

@@ -23,7 +23,8 @@ def test_defaults_are_local_and_safe() -> None:
 
 def test_file_then_environment_then_flags(tmp_path: Path) -> None:
     file = tmp_path / "kijkmee.toml"
-    file.write_text('port = 9000\nhost = "0.0.0.0"\ndata_dir = "/srv/k"\nroom-capacity = 2\n[relay]\nrealm = "x"\n')
+    file.write_text('port = 9000\nhost = "0.0.0.0"\nturn_host = "192.0.2.10"\ndata_dir = "/srv/k"\nroom-capacity = 2\n'
+                    '[relay]\nrealm = "x"\n')
     config = load_config(ServeConfig, file=file)
     assert (config.port, config.host, config.data_dir, config.room_capacity) == (9000, "0.0.0.0", Path("/srv/k"), 2)
     assert config.base_url() == "https://localhost:9000"
@@ -43,6 +44,9 @@ def test_file_then_environment_then_flags(tmp_path: Path) -> None:
         ({"flags": {"cert_file": "/x.pem"}}, "cert_file and key_file: give both or neither"),
         ({"flags": {"log_level": "loud"}}, "log_level: 'loud' is not debug, info, warning or error"),
         ({"flags": {"public_url": "http://x"}}, "must start with https://"),
+        ({"flags": {"host": "0.0.0.0"}}, "turn_host: set the IP address browsers reach the relay on"),
+        ({"flags": {"turn_host": "relay.example"}}, "turn_host: 'relay.example' is not an IP address"),
+        ({"flags": {"ice_transport_policy": "direct"}}, "is not all or relay"),
     ],
 )
 def test_bad_values_name_their_source(kwargs: dict[str, object], message: str) -> None:
@@ -98,3 +102,26 @@ def test_dev_certificate_is_reused_then_renewed(tmp_path: Path) -> None:
     assert [str(ip) for ip in names.get_values_for_type(x509.IPAddress)] == ["127.0.0.1", "::1"]
     assert ensure_dev_certificate(tmp_path, now + dt.timedelta(days=30))[2] is False
     assert ensure_dev_certificate(tmp_path, now + dt.timedelta(days=85))[2] is True
+
+
+def test_relay_options_from_the_relay_table_environment_and_flags(tmp_path: Path) -> None:
+    from kijkmee.relay import RelayNodeConfig
+
+    file = tmp_path / "kijkmee.toml"
+    file.write_text('port = 443\n[relay]\nlisten = ["127.0.0.1:3478", "[::1]:3478"]\nallow_peer = ["10.0.0.0/8"]\n'
+                    'allow-unencrypted = true\n')
+    config = load_config(RelayNodeConfig, file=file, section="relay", env={"KIJKMEE_RELAY_REALM": "example"},
+                         flags={"ports": "50000-50100"})
+    assert config.listen == ("127.0.0.1:3478", "[::1]:3478") and config.allow_peer == ("10.0.0.0/8",)
+    assert config.allow_unencrypted is True and config.realm == "example" and config.port_range() == (50000, 50100)
+    core = config.core_config((b"secret",))
+    assert core.relay_addresses == ("127.0.0.1", "::1") and core.legacy_channels
+    for flags, message in [({"listen": ["127.0.0.1"]}, "is not IP:PORT"), ({"ports": "9-10"}, "ports:"),
+                           ({"tls_listen": ["127.0.0.1:5349"]}, "tls_listen needs cert and key")]:
+        with pytest.raises(ConfigError, match=message):
+            load_config(RelayNodeConfig, section="relay", flags=flags)
+
+
+def test_relay_cli_explains_a_missing_secret(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["relay", "--listen", "127.0.0.1:0"]) == 2
+    assert "auth_secret_file" in capsys.readouterr().err
