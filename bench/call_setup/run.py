@@ -50,9 +50,9 @@ FIRST_FRAMES_PROBE = """
 """
 
 
-async def one_run(browser: Browser, base_url: str) -> list[float]:
+async def one_run(browsers: list[Browser], base_url: str) -> list[float]:
     room = await create_room(base_url)
-    contexts = [await browser.new_context(ignore_https_errors=True) for _ in range(3)]
+    contexts = [await browsers[i % len(browsers)].new_context(ignore_https_errors=True) for i in range(3)]
     try:
         pages = [await context.new_page() for context in contexts]
         for page in pages:
@@ -80,6 +80,7 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="measured runs (default 10)")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs first (default 1)")
+    parser.add_argument("--one-browser", action="store_true", help="all three people in one Chromium")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     args = parser.parse_args()
     if not in_private_netns():
@@ -88,16 +89,20 @@ async def main() -> int:
     server = start_serve(Path(tempfile.mkdtemp(prefix="kijkmee-bench-")) / "data")
     try:
         async with async_playwright() as playwright:
-            browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            # One browser per person, as three people on three devices have: in one browser, the three
+            # pages share Chromium's one fake capture device, whose restarts stall everyone's video.
+            browsers = [await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                        for _ in range(1 if args.one_browser else 3)]
             for _ in range(args.warmup):
-                await one_run(browser, server.url)
+                await one_run(browsers, server.url)
             runs = []
             for index in range(args.runs):
-                per_person = await one_run(browser, server.url)
+                per_person = await one_run(browsers, server.url)
                 runs.append(per_person)
                 print(f"run {index + 1}: slowest {max(per_person):.3f} s  (each: "
                       + ", ".join(f"{t:.3f}" for t in per_person) + ")")
-            await browser.close()
+            for browser in browsers:
+                await browser.close()
     finally:
         stop_serve(server)
     slowest = [max(run) for run in runs]
