@@ -56,6 +56,9 @@ let roomId = null;
 let localStream = null;
 let mediaReady = Promise.resolve(null);
 let socket = null;
+// The connection opens when the page loads, so that "Join" costs one round trip; nothing is sent and
+// nothing is stored until the person asks to join (`wantJoin`).
+let wantJoin = false;
 let mesh = null;
 let joinPending = false; // between emitting `join` and its ack
 let pending = []; // room events that arrived before the join ack, replayed once the mesh exists
@@ -393,12 +396,14 @@ function connect() {
   const s = io({ transports: ['websocket', 'polling'] });
   socket = s;
 
-  s.on('connect', () => {
-    if (s === socket) sendJoin(s);
+  s.on('connect', async () => {
+    if (s !== socket || !wantJoin) return;
+    await mediaReady; // join with the devices that work, never before the check ends
+    joinIfReady(s);
   });
 
   s.on('connect_error', (err) => {
-    if (s !== socket) return;
+    if (s !== socket || !wantJoin) return; // before "Join": stay quiet; the click starts over if needed
     connectErrors += 1;
     const code = err?.data?.error === 'rate-limited' || err?.message === 'rate-limited' ? 'rate-limited' : 'server-unreachable';
     // s.active is false when the server refused us outright; then Socket.IO won't retry either.
@@ -417,7 +422,7 @@ function connect() {
   });
 
   s.on('disconnect', (reason) => {
-    if (s !== socket) return;
+    if (s !== socket || !wantJoin) return;
     const wasInCall = Boolean(mesh) || rejoining;
     teardownMesh();
     if (reason === 'io client disconnect') return;
@@ -532,7 +537,8 @@ function giveUp(code, state) {
 
 async function startJoin() {
   if (!roomId || api.state === 'joining') return;
-  if (socket) {
+  wantJoin = true;
+  if (socket && !socket.connected) {
     // "Try again" while Socket.IO is still retrying in the background: start over cleanly.
     const old = socket;
     socket = null;
@@ -542,13 +548,20 @@ async function startJoin() {
   setState('joining');
   setJoinButton('prejoin.joining', true);
   await mediaReady; // a click during the device check waits for it, then joins with what works
-  if (api.state !== 'joining' || socket) return;
-  connect();
+  if (api.state !== 'joining') return;
+  if (!socket) connect();
+  else joinIfReady(socket); // the early connection is usually ready by now
+}
+
+/** Send `join` once: the click and the connection can each be the last to arrive. */
+function joinIfReady(s) {
+  if (s === socket && s.connected && wantJoin && !joinPending && !mesh) sendJoin(s);
 }
 
 function leave() {
   const s = socket;
   socket = null;
+  wantJoin = false;
   rejoining = false;
   teardownMesh();
   if (s) {
@@ -626,6 +639,7 @@ function main() {
   // never fall through to a native form submission (which would put the typed name in the URL).
   els.join.disabled = false;
   mediaReady = acquireMedia();
+  connect();
 }
 
 main();
