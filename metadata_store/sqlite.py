@@ -142,16 +142,18 @@ class SQLiteStore:
 
 
 def _migrate(db: sqlite3.Connection) -> None:
-    current = db.execute("PRAGMA user_version").fetchone()[0]
-    for version, statements in MIGRATIONS:
-        if version <= current:
-            continue
-        db.execute("BEGIN")
-        try:
+    """Apply pending migrations in one write transaction; the version is read inside it, so two
+    processes opening a fresh file at once cannot both create the tables."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        current = db.execute("PRAGMA user_version").fetchone()[0]
+        for version, statements in MIGRATIONS:
+            if version <= current:
+                continue
             for statement in statements:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version = {int(version)}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
