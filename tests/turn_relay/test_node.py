@@ -299,9 +299,16 @@ async def test_sighup_reloads_and_sigterm_drains_then_stops(secret_file: Path, t
         assert (await client.allocate()).message_class is MessageClass.SUCCESS
         secret_file.write_text("after-sighup\n" + SECRET.decode() + "\n")
         process.send_signal(signal.SIGHUP)
-        await asyncio.sleep(0.5)
         rotated = await UdpTurnClient(("127.0.0.1", udp_port), b"after-sighup", user="rotated").open()
-        assert (await rotated.allocate()).message_class is MessageClass.SUCCESS
+        # The signal is handled asynchronously: on a loaded machine give it time, but stay below the
+        # five refused logins that would block this source.
+        for _ in range(4):
+            await asyncio.sleep(0.5)
+            rotated.nonce = None
+            if (await rotated.allocate()).message_class is MessageClass.SUCCESS:
+                break
+        else:
+            pytest.fail("the new secret was not accepted after SIGHUP")
         rotated.close()
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{metrics_port}/healthz") as response:
