@@ -60,6 +60,11 @@ class ServeConfig:
     log_level: str = "info"
     """debug, info, warning or error. Logs never hold IP addresses, names, SDP or user agents."""
 
+    database_url: str | None = None
+    """PostgreSQL for the metadata store (postgresql://user@host/db?sslmode=verify-full); several
+    nodes share one. Give it as KIJKMEE_DATABASE_URL rather than a flag, so no password shows in
+    `ps`. Not set: SQLite in data_dir."""
+
     embedded_relay: bool = True
     """Run a TURN relay inside this process (off: only turn_servers are handed out)."""
 
@@ -113,6 +118,8 @@ class ServeConfig:
         _check_port("turn_port", self.turn_port, allow_zero=True)
         if self.turns_port is not None:
             _check_port("turns_port", self.turns_port, allow_zero=True)
+        if self.database_url is not None:
+            _check_database_url(self.database_url)
         if self.embedded_relay and self.turn_host is None and self.host in ("0.0.0.0", "::"):  # noqa: S104
             raise ConfigError("turn_host: set the IP address browsers reach the relay on (host listens on all)")
         if self.turn_host is not None and not _is_ip(self.turn_host):
@@ -138,6 +145,23 @@ class ServeConfig:
         elif _is_ipv6(host):
             host = f"[{host}]"
         return f"https://{host}:{port if port is not None else self.port}"
+
+
+def _check_database_url(url: str) -> None:
+    """PostgreSQL only; TLS with certificate checks to any host but this machine (article 5.3)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ConfigError("database_url: must start with postgresql://")
+    host = parts.hostname or ""
+    loopback = _is_ip(host) and ipaddress.ip_address(host).is_loopback
+    local = host in ("", "localhost") or host.startswith("/") or loopback
+    mode = parse_qs(parts.query).get("sslmode", [""])[0]
+    if not local and mode not in ("verify-full", "verify-ca"):
+        raise ConfigError(
+            "database_url: a remote PostgreSQL needs ?sslmode=verify-full (TLS with a checked certificate)"
+        )
 
 
 def _is_ip(host: str) -> bool:

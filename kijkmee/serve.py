@@ -21,6 +21,8 @@ from kijkmee.config import ServeConfig
 from kijkmee.devcert import ensure_dev_certificate
 from kijkmee.relay import RelayNodeConfig, RunningRelay, read_secrets
 from kijkmee.tls import TlsPolicy
+from metadata_store import MetadataStore
+from metadata_store.postgres import PostgresStore
 from metadata_store.sqlite import SQLiteStore
 from signaling import SignalingSettings, create_app
 from turn_relay.auth import mint_turn_credentials
@@ -123,7 +125,11 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert, key = certificate(config, say)
     context = TlsPolicy().server_context(cert, key)
-    store = await SQLiteStore.open(config.data_dir / "kijkmee.sqlite3")
+    store: MetadataStore
+    if config.database_url:
+        store = await PostgresStore.open(config.database_url)
+    else:
+        store = await SQLiteStore.open(config.data_dir / "kijkmee.sqlite3")
     runners: list[web.AppRunner] = []
     relay: RunningRelay | None = None
     try:
