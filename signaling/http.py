@@ -56,6 +56,7 @@ async def security_headers(request: web.Request, handler: Handler) -> web.Stream
         response = exc
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
+    response.headers["Server"] = "kijkmee"  # not aiohttp's name and version
     if isinstance(response, web.HTTPException):
         raise response
     return response

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -114,8 +115,12 @@ class SignalingService:
                 "signal-error", {"error": refusal.code, "event": event[:32], "message": refusal.message}, to=sid
             )
             return {"ok": False, "error": refusal.code, "message": refusal.message}
-        except Exception:
-            log.exception("signaling handler failed", extra={"event": event[:32]})
+        except Exception as exc:
+            # Type and place only: an exception's text (a database error, say) can quote the data.
+            frame = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+            where = f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}" if frame else "?"
+            log.error("signaling handler failed", extra={"event": event[:32], "error": type(exc).__name__,
+                                                         "where": where})
             message = "Something went wrong on the server."
             await self.sio.emit("signal-error", {"error": "internal", "event": event[:32], "message": message}, to=sid)
             return {"ok": False, "error": "internal", "message": message}

@@ -205,3 +205,27 @@ async def test_joining_twice_on_one_connection_is_refused(server: Server, connec
     assert (await client.join(room))["ok"]
     assert (await client.join(room))["error"] == "already-joined"
     assert len(session_rows(server)) == 1
+
+
+async def test_a_failing_store_gives_a_clear_error_and_logs_no_personal_data(
+    server: Server, connect: Connect, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from metadata_store.sqlite import SQLiteStore
+
+    async def broken(self: SQLiteStore, room_id: str, ip: str, name: str | None, now: object) -> int:
+        raise RuntimeError(f"disk full while writing {name} from {ip}")
+
+    monkeypatch.setattr(SQLiteStore, "open_session", broken)
+    room = await create_room(server.url)
+    client = await connect()
+    with caplog.at_level("DEBUG"):
+        reply = await client.join(room, "Geheime Naam")
+    assert reply == {"ok": False, "error": "internal", "message": "Something went wrong on the server."}
+    record = next(r for r in caplog.records if r.name == "kijkmee.signaling")
+    assert record.error == "RuntimeError" and record.where.startswith("test_signaling.py:")  # type: ignore[attr-defined]
+    text = "\n".join(r.getMessage() + str(vars(r)) for r in caplog.records)
+    assert "Geheime Naam" not in text and "127.0.0.1" not in text
+    # The seat was given back: three others can still join.
+    others = [await connect() for _ in range(3)]
+    monkeypatch.undo()
+    assert all([(await other.join(room))["ok"] for other in others])

@@ -177,3 +177,4 @@ async def test_every_page_carries_the_security_headers(server: Server) -> None:
                 assert "display-capture=(self)" in headers["Permissions-Policy"]
                 assert headers["Referrer-Policy"] == "no-referrer"
                 assert headers["X-Content-Type-Options"] == "nosniff"
+                assert headers["Server"] == "kijkmee"
