@@ -4,6 +4,7 @@ KIJKMEE_RELAY_* variables. SIGHUP reloads certificate and secrets; SIGTERM drain
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import os
@@ -182,10 +183,9 @@ class RunningRelay:
         relay = cls(config, read_secrets(config.auth_secret_file))
         try:
             for value in config.listen:
-                host, port = split_host_port(value, "listen")
-                udp = relay.node.listen_udp(host, port)
+                udp, tcp = await relay._listen_pair(*split_host_port(value, "listen"))
                 relay.udp.append(udp)
-                relay.tcp.append(await relay.node.listen_stream(host, udp[1] if port == 0 else port))
+                relay.tcp.append(tcp)
             if config.tls_listen:
                 relay.tls = tls or relay._tls_context()
                 for value in config.tls_listen:
@@ -202,6 +202,19 @@ class RunningRelay:
             await relay.stop()
             raise
         return relay
+
+    async def _listen_pair(self, host: str, port: int) -> tuple[tuple[str, int], tuple[str, int]]:
+        """UDP and TCP listeners on the same port (turn: URLs name one port for both). With port 0
+        the system picks the UDP port; if that number is taken for TCP, pick again."""
+        for _ in range(1 if port else 50):
+            udp = self.node.listen_udp(host, port)
+            try:
+                return udp, await self.node.listen_stream(host, udp[1])
+            except OSError as exc:
+                self.node.close_udp(udp)
+                if port or exc.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE, f"no port free for both UDP and TCP on {host}")
 
     def _tls_context(self) -> ssl.SSLContext:
         assert self.config.cert is not None and self.config.key is not None

@@ -149,6 +149,13 @@ class RelayNode:
         self.loop.add_reader(sock.fileno(), self._client_datagrams, sock, address)
         return address
 
+    def close_udp(self, address: Address) -> None:
+        """Stop one UDP listener (used when its port number turns out to be taken for TCP)."""
+        sock = self.listeners.pop(address, None)
+        if sock is not None:
+            self.loop.remove_reader(sock.fileno())
+            sock.close()
+
     async def listen_stream(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> Address:
         kind = Transport.TLS if tls is not None else Transport.TCP
         holder: list[Address] = []

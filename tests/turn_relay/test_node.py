@@ -348,3 +348,33 @@ async def test_metrics_hold_no_addresses(relay: RunningRelay) -> None:
     assert "kijkmee_relay_allocations 1" in text
     assert "127.0.0.1" not in text and "someone" not in text
     json.dumps(text)
+
+
+async def test_port_zero_finds_a_number_free_for_both_udp_and_tcp(
+    secret_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    from turn_relay.node import RelayNode
+
+    taken = socket.socket()  # a TCP port that is in use
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    busy = taken.getsockname()[1]
+    original = RelayNode.listen_udp
+    calls: list[int] = []
+
+    def first_pick_is_busy(self: RelayNode, host: str, port: int) -> tuple[str, int]:
+        calls.append(port)
+        return original(self, host, busy if len(calls) == 1 else port)
+
+    monkeypatch.setattr(RelayNode, "listen_udp", first_pick_is_busy)
+    try:
+        relay = await start(secret_file, tmp_path, tls_listen=())
+        try:
+            assert len(calls) == 2 and relay.udp[0][1] == relay.tcp[0][1] != busy
+            assert ("127.0.0.1", busy) not in relay.node.listeners  # the first UDP socket was closed
+        finally:
+            await relay.stop()
+    finally:
+        taken.close()
