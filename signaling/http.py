@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from metadata_store.subprocessors import subprocessors_html, subprocessors_json
 from signaling import keys
 from signaling.validation import ROOM_ID_RE
 
@@ -112,6 +113,22 @@ async def create_room(request: web.Request) -> web.Response:
     return web.json_response({"room_id": room_id, "url": url}, status=201, headers={"Cache-Control": "no-store"})
 
 
+PRIVACY_PAGE = """<!doctype html>
+<html lang="nl"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>kijkmee: subverwerkers (sub-processors)</title><link rel="stylesheet" href="/static/css/app.css"></head>
+<body><main class="privacy">{body}<p><a href="/privacy/subprocessors?format=json">JSON</a></p></main></body></html>
+"""
+
+
+async def subprocessors(request: web.Request) -> web.Response:
+    """The sub-processor list (article 4): HTML for people, JSON for machines (?format=json or Accept)."""
+    subs = request.app[keys.SETTINGS].subprocessors
+    wants_json = request.query.get("format") == "json" or "application/json" in request.headers.get("Accept", "")
+    if wants_json:
+        return web.json_response(subprocessors_json(subs))
+    return web.Response(text=PRIVACY_PAGE.format(body=subprocessors_html(subs)), content_type="text/html")
+
+
 async def healthz(request: web.Request) -> web.Response:
     service = request.app[keys.SERVICE]
     return web.json_response(
@@ -129,6 +146,7 @@ def add_routes(app: web.Application, client_dir: Path) -> None:
     app.router.add_get("/r/{room}", room_page)
     app.router.add_post("/rooms", create_room)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/privacy/subprocessors", subprocessors)
     app.router.add_get("/vendor/socket.io.esm.min.js", socket_io_client)
     for folder in ("js", "css", "img"):
         if (client_dir / folder).is_dir():

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metadata_store.subprocessors import DEFAULT_SUBPROCESSORS, SubProcessor
+
 IceServersProvider = Callable[[str], list[dict[str, Any]]]
 """Given a peer id, the RTCIceServer dicts to hand that participant (our own STUN/TURN only)."""
 
@@ -49,6 +51,9 @@ class SignalingSettings:
 
     max_message_bytes: int = 80 * 1024
     """Largest Socket.IO message accepted; larger ones close the connection (an SDP is at most 64 KiB)."""
+
+    subprocessors: tuple[SubProcessor, ...] = DEFAULT_SUBPROCESSORS
+    """Sub-processors shown at /privacy/subprocessors (article 4 of the agreement)."""
 
     clock: Callable[[], dt.datetime] = field(default=utc_now)
     """Wall clock, injectable for tests."""

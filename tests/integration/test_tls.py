@@ -178,3 +178,20 @@ async def test_every_page_carries_the_security_headers(server: Server) -> None:
                 assert headers["Referrer-Policy"] == "no-referrer"
                 assert headers["X-Content-Type-Options"] == "nosniff"
                 assert headers["Server"] == "kijkmee"
+
+
+async def test_subprocessor_list_is_served_as_page_and_json(server: Server) -> None:
+    import jsonschema
+
+    from metadata_store.subprocessors import SUBPROCESSORS_SCHEMA
+
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url + "/privacy/subprocessors", ssl=False) as response:
+            assert response.status == 200 and response.content_type == "text/html"
+            page = await response.text()
+            assert "Subverwerkers" in page and "Geen subverwerkers" in page and "<script" not in page
+            assert "style=" not in page
+        async with http.get(server.url + "/privacy/subprocessors?format=json", ssl=False) as response:
+            body = await response.json()
+    jsonschema.validate(body, SUBPROCESSORS_SCHEMA)
+    assert body["subprocessors"] == [] and body["transfers_outside_eu"] is False
