@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import shutil
 import signal
@@ -347,7 +346,6 @@ async def test_metrics_hold_no_addresses(relay: RunningRelay) -> None:
     text = render(relay.node)
     assert "kijkmee_relay_allocations 1" in text
     assert "127.0.0.1" not in text and "someone" not in text
-    json.dumps(text)
 
 
 async def test_port_zero_finds_a_number_free_for_both_udp_and_tcp(
