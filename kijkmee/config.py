@@ -65,6 +65,18 @@ class ServeConfig:
     nodes share one. Give it as KIJKMEE_DATABASE_URL rather than a flag, so no password shows in
     `ps`. Not set: SQLite in data_dir."""
 
+    key_dir: Path | None = None
+    """Folder of the per-controller data keys that encrypt IPs and typed values. Keep it apart from
+    the database and out of its backups (destroying a key makes that controller's backups unreadable).
+    Every node sharing a database needs the same keys. Default: the folder keys in data_dir."""
+
+    retention_days: int = 90
+    """Days after which a session's IP and typed values are deleted and only anonymous telemetry
+    stays (1 to 90; never more than 3 calendar months, whatever is set)."""
+
+    retention_interval_minutes: float = 60.0
+    """How often serve runs the retention and offboarding jobs."""
+
     embedded_relay: bool = True
     """Run a TURN relay inside this process (off: only turn_servers are handed out)."""
 
@@ -120,6 +132,14 @@ class ServeConfig:
             _check_port("turns_port", self.turns_port, allow_zero=True)
         if self.database_url is not None:
             _check_database_url(self.database_url)
+        if not 1 <= self.retention_days <= 90:
+            raise ConfigError(
+                f"retention_days: {self.retention_days} is not between 1 and 90 (the agreement allows at most 3 months)"
+            )
+        if not 1 <= self.retention_interval_minutes <= 24 * 60:
+            raise ConfigError(
+                f"retention_interval_minutes: {self.retention_interval_minutes} is not between 1 and 1440"
+            )
         if self.embedded_relay and self.turn_host is None and self.host in ("0.0.0.0", "::"):  # noqa: S104
             raise ConfigError("turn_host: set the IP address browsers reach the relay on (host listens on all)")
         if self.turn_host is not None and not _is_ip(self.turn_host):
@@ -134,6 +154,9 @@ class ServeConfig:
         if self.public_url is not None and not self.public_url.startswith("https://"):
             raise ConfigError(f"public_url: {self.public_url!r} must start with https://")
         return self
+
+    def keys_folder(self) -> Path:
+        return self.key_dir if self.key_dir is not None else self.data_dir / "keys"
 
     def base_url(self, port: int | None = None) -> str:
         """The URL printed for people to open; `port` is the bound port when `port` was 0."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -20,10 +21,8 @@ from aiohttp import web
 from kijkmee.config import ServeConfig
 from kijkmee.devcert import ensure_dev_certificate
 from kijkmee.relay import RelayNodeConfig, RunningRelay, read_secrets
+from kijkmee.storage import jobs_loop, open_store
 from kijkmee.tls import TlsPolicy
-from metadata_store import MetadataStore
-from metadata_store.postgres import PostgresStore
-from metadata_store.sqlite import SQLiteStore
 from signaling import SignalingSettings, create_app
 from turn_relay.auth import mint_turn_credentials
 
@@ -125,11 +124,12 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
     config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert, key = certificate(config, say)
     context = TlsPolicy().server_context(cert, key)
-    store: MetadataStore
-    if config.database_url:
-        store = await PostgresStore.open(config.database_url)
-    else:
-        store = await SQLiteStore.open(config.data_dir / "kijkmee.sqlite3")
+    store = await open_store(config)
+    jobs = asyncio.create_task(
+        jobs_loop(store, config.retention_days, dt.timedelta(minutes=config.retention_interval_minutes),
+                  lambda: dt.datetime.now(dt.UTC)),
+        name="kijkmee-jobs",
+    )
     runners: list[web.AppRunner] = []
     relay: RunningRelay | None = None
     try:
@@ -165,6 +165,9 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
             await runner.cleanup()
         if relay is not None:
             await relay.stop()
+        jobs.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await jobs
         await store.close()
 
 

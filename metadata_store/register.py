@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from metadata_store.schema import PERSONAL, TABLES, Column, DataClass
+from metadata_store.schema import PERSONAL, TABLES, Column, DataClass, Protection
 from metadata_store.subprocessors import (
     EU_MEMBER_STATES,
     NO_TRANSFER_STATEMENT,
@@ -203,8 +203,42 @@ TABLE_CATEGORIES: dict[str, ProcessingCategory] = {
     ),
     "sessions": ProcessingCategory(
         "sessions", "call signalling and session metadata", "signalering en sessiegegevens",
-        "admit at most three people to a call and record who joined from which address, with the name "
-        "only when the person typed one, until the row is anonymised",
+        "admit at most three people to a call and record who joined from which address, with the name, "
+        "phone number or e-mail address only when the person typed one, encrypted with the controller's "
+        "key, until the row is anonymised",
+    ),
+    "controllers": ProcessingCategory(
+        "controllers", "controller administration", "administratie van verwerkingsverantwoordelijken",
+        "know which business each call link belongs to and when its service ends; holds no personal data",
+        (),
+    ),
+    "visits": ProcessingCategory(
+        "visits", "anonymous usage statistics", "anonieme gebruiksstatistiek",
+        "after the retention period, keep a random visitor number with the call's day, rounded duration, "
+        "size, route and set-up time; it links to no person or session",
+        (),
+    ),
+    "subject_requests": ProcessingCategory(
+        "subject_requests", "data-subject requests", "verzoeken van betrokkenen",
+        "record each request the controller passed on (art. 15-22), its one-month deadline and its outcome, "
+        "by session id only",
+    ),
+    "audit_log": ProcessingCategory(
+        "audit_log", "audit log", "auditlog",
+        "trace every read and write of personal data to an operator, the API or a job, by id only",
+        (),
+    ),
+    "operators": ProcessingCategory(
+        "operators", "operator accounts", "beheerdersaccounts",
+        "let the processor's staff sign in with a password and a second factor, in a role; holds no data "
+        "of the controllers' data subjects",
+        (),
+    ),
+    "breaches": ProcessingCategory(
+        "breaches", "breach register", "register van datalekken",
+        "record personal data breaches and their notification to controllers within 48 hours (art. 33); "
+        "numbers and categories, never subjects' data",
+        (),
     ),
 }
 """Processing described per table; a table without an entry makes `validate_register` complain."""
@@ -313,7 +347,7 @@ def _column_json(table: str, c: Column) -> dict[str, Any]:
     return {
         "table": table, "column": c.name, "data_class": c.data_class.value,
         "personal": c.data_class in PERSONAL, "retention": c.retention, "nullable": c.nullable,
-        "description": c.description,
+        "description": c.description, "protection": c.protection.value,
     }
 
 
@@ -526,6 +560,7 @@ _COLUMN_SCHEMA = _object({
     "table": _STR, "column": _STR, "data_class": {"enum": [c.value for c in DataClass]},
     "personal": {"type": "boolean"}, "retention": {"type": "string", "minLength": 1},
     "nullable": {"type": "boolean"}, "description": _STR,
+    "protection": {"enum": [p.value for p in Protection]},
 })
 
 REGISTER_SCHEMA: dict[str, Any] = {

@@ -6,154 +6,247 @@ import asyncio
 import datetime as dt
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from metadata_store.store import RoomRecord, SessionRecord
+from metadata_store.crypto import KeyStore
+from metadata_store.sql import Dialect, Migration, SqlStore, encrypt_v1_sessions, run_migrations
 
 T = TypeVar("T")
 
-# Forward-only migrations: (version, statements). Never edit a released one; add the next.
-MIGRATIONS: list[tuple[int, list[str]]] = [
+_TS = "TEXT"  # timestamps: ISO 8601 UTC text with microseconds, so text order is time order
+
+# Forward-only migrations: (version, steps). Never edit a released one; add the next.
+# Version numbers match metadata_store.postgres.MIGRATIONS: the same version is the same schema.
+MIGRATIONS: list[Migration] = [
     (
         1,
         [
-            """CREATE TABLE rooms (
+            f"""CREATE TABLE rooms (
                 id TEXT PRIMARY KEY,
-                created_at TEXT NOT NULL,
-                expires_at TEXT NOT NULL
+                created_at {_TS} NOT NULL,
+                expires_at {_TS} NOT NULL
             )""",
-            """CREATE TABLE sessions (
+            f"""CREATE TABLE sessions (
                 id INTEGER PRIMARY KEY AUTOINCREMENT,
                 room_id TEXT NOT NULL REFERENCES rooms(id),
                 ip TEXT NOT NULL,
                 name TEXT,
-                joined_at TEXT NOT NULL,
-                left_at TEXT
+                joined_at {_TS} NOT NULL,
+                left_at {_TS}
+            )""",
+        ],
+    ),
+    (
+        2,
+        [
+            "ALTER TABLE sessions RENAME TO sessions_v1",
+            "ALTER TABLE rooms RENAME TO rooms_v1",
+            f"""CREATE TABLE controllers (
+                id TEXT NOT NULL PRIMARY KEY,
+                name TEXT NOT NULL,
+                created_at {_TS} NOT NULL,
+                status TEXT NOT NULL CHECK (status IN ('active', 'offboarding', 'deleted')),
+                offboarding_at {_TS},
+                delete_after {_TS},
+                deleted_at {_TS}
+            )""",
+            f"""CREATE TABLE rooms (
+                id TEXT NOT NULL PRIMARY KEY,
+                controller_id TEXT NOT NULL REFERENCES controllers(id),
+                created_at {_TS} NOT NULL,
+                expires_at {_TS} NOT NULL
+            )""",
+            f"""CREATE TABLE sessions (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                controller_id TEXT NOT NULL REFERENCES controllers(id),
+                room_id TEXT NOT NULL REFERENCES rooms(id),
+                ip BLOB NOT NULL,
+                ip_index TEXT NOT NULL,
+                name BLOB,
+                name_index TEXT,
+                phone BLOB,
+                phone_index TEXT,
+                email BLOB,
+                email_index TEXT,
+                joined_at {_TS} NOT NULL,
+                left_at {_TS},
+                participants INTEGER,
+                route TEXT,
+                setup_ms INTEGER,
+                restricted_at {_TS}
+            )""",
+            encrypt_v1_sessions,
+            "DROP TABLE sessions_v1",
+            "DROP TABLE rooms_v1",
+            "CREATE INDEX sessions_ip_index ON sessions (controller_id, ip_index, joined_at)",
+            "CREATE INDEX sessions_name_index ON sessions (controller_id, name_index, joined_at)",
+            "CREATE INDEX sessions_phone_index ON sessions (controller_id, phone_index, joined_at)",
+            "CREATE INDEX sessions_email_index ON sessions (controller_id, email_index, joined_at)",
+            "CREATE INDEX sessions_joined_at ON sessions (joined_at)",
+            "CREATE INDEX sessions_room ON sessions (room_id)",
+            "CREATE INDEX rooms_controller ON rooms (controller_id)",
+            """CREATE TABLE visits (
+                visitor TEXT NOT NULL PRIMARY KEY,
+                day TEXT NOT NULL,
+                duration_minutes INTEGER,
+                participants INTEGER,
+                route TEXT,
+                setup_ms INTEGER
+            )""",
+            f"""CREATE TABLE subject_requests (
+                id TEXT NOT NULL PRIMARY KEY,
+                controller_id TEXT NOT NULL REFERENCES controllers(id),
+                kind TEXT NOT NULL,
+                received_at {_TS} NOT NULL,
+                deadline {_TS} NOT NULL,
+                completed_at {_TS},
+                handled_by TEXT,
+                session_ids TEXT,
+                outcome TEXT
+            )""",
+            f"""CREATE TABLE audit_log (
+                seq INTEGER NOT NULL PRIMARY KEY,
+                at {_TS} NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                object_id TEXT NOT NULL,
+                prev_hash TEXT NOT NULL,
+                hash TEXT NOT NULL
+            )""",
+            """CREATE TRIGGER audit_log_append_only_update BEFORE UPDATE ON audit_log
+                BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+            """CREATE TRIGGER audit_log_append_only_delete BEFORE DELETE ON audit_log
+                BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END""",
+            f"""CREATE TABLE operators (
+                username TEXT NOT NULL PRIMARY KEY,
+                role TEXT NOT NULL,
+                password_hash TEXT NOT NULL,
+                totp_secret BLOB NOT NULL,
+                created_at {_TS} NOT NULL,
+                disabled_at {_TS}
+            )""",
+            f"""CREATE TABLE breaches (
+                id TEXT NOT NULL PRIMARY KEY,
+                discovered_at {_TS} NOT NULL,
+                document TEXT NOT NULL,
+                updated_at {_TS} NOT NULL
             )""",
         ],
     ),
 ]
 
+DIALECT = Dialect(
+    name="sqlite",
+    day=lambda column: f"substr({column}, 1, 10)",
+    rounded_minutes=lambda start, end: (
+        f"CAST(round((julianday({end}) - julianday({start})) * 1440.0 / 5.0) * 5 AS INTEGER)"
+    ),
+    random_hex="lower(hex(randomblob(16)))",
+    audit_lock=None,  # BEGIN IMMEDIATE already holds the database's one write lock
+)
 
-def _ts(value: dt.datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("store times must be timezone-aware")
-    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+def _param(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("store times must be timezone-aware")
+        return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return value
 
 
-def _dt(value: str | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromisoformat(value)
+class _SqliteTx:
+    def __init__(self, db: SqliteDb) -> None:
+        self._db = db
+
+    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        params = tuple(_param(a) for a in args)
+        return await self._db.run(lambda c: c.execute(sql, params).fetchall())
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        params = tuple(_param(a) for a in args)
+        return await self._db.run(lambda c: c.execute(sql, params).rowcount)
 
 
-class SQLiteStore:
-    """MetadataStore on a SQLite file. Open with `await SQLiteStore.open(path)`."""
+class SqliteDb:
+    """One connection used from one worker thread; an asyncio lock keeps transactions whole."""
+
+    dialect = DIALECT
 
     def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
-        self._db = connection
+        self._connection = connection
         self._executor = executor
+        self._lock = asyncio.Lock()
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, work, self._connection)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_SqliteTx]:
+        async with self._lock:
+            await self.run(lambda c: c.execute("BEGIN IMMEDIATE"))
+            try:
+                yield _SqliteTx(self)
+            except BaseException:
+                await self.run(lambda c: c.execute("ROLLBACK"))
+                raise
+            await self.run(lambda c: c.execute("COMMIT"))
+
+    async def compact(self, tables: Sequence[str]) -> None:
+        """secure_delete has overwritten the deleted cells; VACUUM rebuilds the file without free pages
+        and the TRUNCATE checkpoint empties the WAL, where older page images would otherwise linger."""
+        async with self._lock:
+            await self.run(lambda c: c.execute("VACUUM"))
+            await self.run(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self.run(lambda c: c.close())
+        self._executor.shutdown(wait=True)
+
+
+class SQLiteStore(SqlStore):
+    """The metadata store on a SQLite file. Open with `await SQLiteStore.open(path, keys)`."""
 
     @classmethod
-    async def open(cls, path: Path) -> SQLiteStore:
+    async def open(cls, path: Path, keys: KeyStore | None = None, now: dt.datetime | None = None) -> SQLiteStore:
+        """Open (creating and migrating) the database. `keys` defaults to the folder `keys` beside it."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keys = keys or KeyStore(path.parent / "keys")
         # Personal data: the file is the owner's alone. SQLite gives its -wal and -shm files the
         # main file's permissions, so creating it 0600 covers those too.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kijkmee-sqlite")
 
         def connect() -> sqlite3.Connection:
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA secure_delete=ON")
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA synchronous=NORMAL")
-            _migrate(db)
-            return db
+            connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA secure_delete=ON")
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            return connection
 
         loop = asyncio.get_running_loop()
         connection = await loop.run_in_executor(executor, connect)
-        return cls(connection, executor)
-
-    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, work, self._db)
-
-    async def create_room(self, room_id: str, now: dt.datetime, expires_at: dt.datetime) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "INSERT INTO rooms (id, created_at, expires_at) VALUES (?, ?, ?)",
-                (room_id, _ts(now), _ts(expires_at)),
-            )
-        )
-
-    async def get_room(self, room_id: str) -> RoomRecord | None:
-        row = await self._run(
-            lambda db: db.execute(
-                "SELECT id, created_at, expires_at FROM rooms WHERE id = ?", (room_id,)
-            ).fetchone()
-        )
-        if row is None:
-            return None
-        return RoomRecord(id=row[0], created_at=_dt(row[1]), expires_at=_dt(row[2]))  # type: ignore[arg-type]
-
-    async def extend_room(self, room_id: str, expires_at: dt.datetime) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE rooms SET expires_at = ? WHERE id = ? AND expires_at < ?",
-                (_ts(expires_at), room_id, _ts(expires_at)),
-            )
-        )
-
-    async def open_session(self, room_id: str, ip: str, name: str | None, now: dt.datetime) -> int:
-        def insert(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                "INSERT INTO sessions (room_id, ip, name, joined_at) VALUES (?, ?, ?, ?)",
-                (room_id, ip, name, _ts(now)),
-            )
-            return int(cursor.lastrowid or 0)
-
-        return await self._run(insert)
-
-    async def close_session(self, session_id: int, now: dt.datetime) -> None:
-        await self._run(
-            lambda db: db.execute(
-                "UPDATE sessions SET left_at = ? WHERE id = ? AND left_at IS NULL", (_ts(now), session_id)
-            )
-        )
-
-    async def list_sessions(self) -> list[SessionRecord]:
-        rows: list[Any] = await self._run(
-            lambda db: db.execute(
-                "SELECT id, room_id, ip, name, joined_at, left_at FROM sessions ORDER BY id"
-            ).fetchall()
-        )
-        return [
-            SessionRecord(
-                id=r[0], room_id=r[1], ip=r[2], name=r[3], joined_at=_dt(r[4]), left_at=_dt(r[5])  # type: ignore[arg-type]
-            )
-            for r in rows
-        ]
-
-    async def close(self) -> None:
-        await self._run(lambda db: db.close())
-        self._executor.shutdown(wait=True)
+        db = SqliteDb(connection, executor)
+        try:
+            await _migrate(db, keys, now or dt.datetime.now(dt.UTC))
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, keys)
 
 
-def _migrate(db: sqlite3.Connection) -> None:
+async def _migrate(db: SqliteDb, keys: KeyStore, now: dt.datetime) -> None:
     """Apply pending migrations in one write transaction; the version is read inside it, so two
     processes opening a fresh file at once cannot both create the tables."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        current = db.execute("PRAGMA user_version").fetchone()[0]
-        for version, statements in MIGRATIONS:
-            if version <= current:
-                continue
-            for statement in statements:
-                db.execute(statement)
-            db.execute(f"PRAGMA user_version = {int(version)}")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    async with db.transaction() as tx:
+        current = int((await tx.fetch("PRAGMA user_version"))[0][0])
+        applied = {version for version, _ in MIGRATIONS if version <= current}
+        done = await run_migrations(tx, MIGRATIONS, applied, keys, now)
+        if done:
+            await tx.execute(f"PRAGMA user_version = {int(done[-1])}")

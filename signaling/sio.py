@@ -30,7 +30,7 @@ from signaling.errors import (
 from signaling.ratelimit import TokenBucket
 from signaling.rooms import Participant, RoomRegistry
 from signaling.settings import SignalingSettings
-from signaling.validation import parse_candidate, parse_description, parse_join
+from signaling.validation import parse_candidate, parse_description, parse_join, parse_report
 
 log = logging.getLogger("kijkmee.signaling")
 
@@ -64,12 +64,14 @@ class SignalingService:
         self._monotonic = monotonic
         self._connections: dict[str, Connection] = {}
         self._sid_of_peer: dict[str, str] = {}
+        self._session_of_peer: dict[str, int] = {}
         self._handlers: dict[str, Callable[[Connection, Any], Awaitable[Reply]]] = {
             "join": self._join,
             "offer": self._description("offer"),
             "answer": self._description("answer"),
             "candidate": self._candidate,
             "leave": self._leave,
+            "report": self._report,
         }
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
@@ -140,13 +142,21 @@ class SignalingService:
         connection.peer_id, connection.room_id = participant.id, request.room
         self._sid_of_peer[participant.id] = connection.sid
         try:
-            connection.session_id = await self.store.open_session(request.room, connection.ip, request.name, now)
+            connection.session_id = await self.store.open_session(
+                request.room, connection.ip, request.name, now, phone=request.phone, email=request.email
+            )
         except Exception:
             await self._depart(connection)
             raise
         if connection.closed:  # disconnected while the row was written
             await self.store.close_session(connection.session_id, self.settings.clock())
             raise NotJoined()
+        self._session_of_peer[participant.id] = connection.session_id
+        together = [self._session_of_peer[p.id] for p in admission.others if p.id in self._session_of_peer]
+        try:  # telemetry only: a failure here must not undo a join
+            await self.store.note_participants([*together, connection.session_id], len(admission.others) + 1)
+        except Exception as exc:
+            log.warning("could not note the call size", extra={"error": type(exc).__name__})
         for other in admission.others:
             await self._emit_to_peer(other.id, "peer-joined", {"id": participant.id, "name": participant.name})
         return {
@@ -173,6 +183,13 @@ class SignalingService:
         await self._emit_to_peer(message.to, "candidate", {"from": sender, "candidate": message.candidate})
         return {}
 
+    async def _report(self, connection: Connection, payload: Any) -> Reply:
+        self._require_joined(connection)
+        report = parse_report(payload)
+        if connection.session_id is not None:
+            await self.store.report_session(connection.session_id, report.route, report.setup_ms)
+        return {}
+
     async def _leave(self, connection: Connection, payload: Any) -> Reply:
         self._require_joined(connection)
         await self._depart(connection)
@@ -190,14 +207,15 @@ class SignalingService:
         if peer_id is None:
             return
         self._sid_of_peer.pop(peer_id, None)
+        self._session_of_peer.pop(peer_id, None)
         departure = self.rooms.leave(peer_id)
         if departure is None:
             return
         now = self.settings.clock()
+        if session_id is not None:  # the row first: whoever hears "peer-left" finds it closed
+            await self.store.close_session(session_id, now)
         for other in departure.remaining:
             await self._emit_to_peer(other.id, "peer-left", {"id": peer_id})
-        if session_id is not None:
-            await self.store.close_session(session_id, now)
         if departure.room_now_empty:
             await self.store.extend_room(departure.room_id, now + self.settings.room_ttl)
 

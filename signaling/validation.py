@@ -47,10 +47,39 @@ def _mapping(payload: object) -> dict[str, Any]:
     return payload
 
 
+PHONE_RE = re.compile(r"\+?[0-9][0-9 ()./-]{3,30}")
+EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}")
+EMAIL_MAX = 254
+ROUTES = ("direct", "relay")
+SETUP_MS_MAX = 600_000
+
+
+def clean_phone(value: object) -> str | None:
+    """A typed phone number (digits, +, spaces and - ( ) . /); None when none was typed."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or PHONE_RE.fullmatch(value.strip()) is None:
+        raise BadRequest("That is not a phone number.")
+    return value.strip()
+
+
+def clean_email(value: object) -> str | None:
+    """A typed e-mail address (one @, no spaces); None when none was typed."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > EMAIL_MAX or EMAIL_RE.fullmatch(value.strip()) is None:
+        raise BadRequest("That is not an e-mail address.")
+    if any(unicodedata.category(ch)[0] == "C" for ch in value):
+        raise BadRequest("That is not an e-mail address.")
+    return value.strip()
+
+
 @dataclass(frozen=True)
 class JoinRequest:
     room: str
     name: str | None
+    phone: str | None = None
+    email: str | None = None
 
 
 def parse_join(payload: object) -> JoinRequest:
@@ -58,7 +87,30 @@ def parse_join(payload: object) -> JoinRequest:
     room = data.get("room")
     if not valid_room_id(room):
         raise BadRequest("That is not a valid call link.")
-    return JoinRequest(room=room, name=clean_name(data.get("name")))  # type: ignore[arg-type]
+    return JoinRequest(
+        room=room,  # type: ignore[arg-type]
+        name=clean_name(data.get("name")),
+        phone=clean_phone(data.get("phone")),
+        email=clean_email(data.get("email")),
+    )
+
+
+@dataclass(frozen=True)
+class Report:
+    """Telemetry a browser sends once media flows: no personal data, only how the call was set up."""
+
+    route: str
+    setup_ms: int
+
+
+def parse_report(payload: object) -> Report:
+    data = _mapping(payload)
+    route, setup_ms = data.get("route"), data.get("setupMs")
+    if route not in ROUTES:
+        raise BadRequest("route is direct or relay.")
+    if type(setup_ms) is not int or not 0 <= setup_ms <= SETUP_MS_MAX:
+        raise BadRequest("setupMs is a whole number of milliseconds up to 600000.")
+    return Report(route=route, setup_ms=setup_ms)
 
 
 def parse_target(data: dict[str, Any]) -> str:

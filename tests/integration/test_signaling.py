@@ -6,12 +6,12 @@ import asyncio
 import base64
 import hmac
 import re
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from tests import stored
 from tests.conftest import Server
 from tests.integration.sio_helpers import Participant, create_room
 
@@ -35,8 +35,7 @@ async def connect(server: Server) -> AsyncIterator[Connect]:
 
 
 def session_rows(server: Server) -> list[tuple[object, ...]]:
-    with sqlite3.connect(server.data_dir / "kijkmee.sqlite3") as db:
-        return db.execute("SELECT room_id, ip, name, left_at IS NOT NULL FROM sessions ORDER BY id").fetchall()
+    return stored.session_rows(server.data_dir)
 
 
 async def test_three_join_and_see_each_other(server: Server, connect: Connect) -> None:
@@ -212,7 +211,7 @@ async def test_a_failing_store_gives_a_clear_error_and_logs_no_personal_data(
 ) -> None:
     from metadata_store.sqlite import SQLiteStore
 
-    async def broken(self: SQLiteStore, room_id: str, ip: str, name: str | None, now: object) -> int:
+    async def broken(self: SQLiteStore, room_id: str, ip: str, name: str | None, now: object, **typed: object) -> int:
         raise RuntimeError(f"disk full while writing {name} from {ip}")
 
     monkeypatch.setattr(SQLiteStore, "open_session", broken)

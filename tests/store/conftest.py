@@ -1,4 +1,4 @@
-"""Every MetadataStore backend, each on a fresh database, for the one contract suite.
+"""Every SqlStore backend, each on a fresh database, for the one contract suite.
 
 `backend` is parametrized over SQLite and PostgreSQL; `store` is a store opened on it. PostgreSQL
 tests get a database of their own (created, then dropped WITH (FORCE)) on the server at
@@ -7,6 +7,7 @@ tests get a database of their own (created, then dropped WITH (FORCE)) on the se
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,10 +18,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from metadata_store import MetadataStore
+from metadata_store.crypto import KeyStore
 from metadata_store.postgres import BOOKKEEPING_TABLES, PostgresStore
+from metadata_store.sql import SqlStore
 from metadata_store.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from metadata_store.sqlite import SQLiteStore
+from metadata_store.store import DEFAULT_CONTROLLER
 from tests.conftest import IN_CI
 
 POSTGRES_SERVER = "127.0.0.1:5432"
@@ -39,26 +42,29 @@ LiveColumn = tuple[str, str, bool]
 class Backend:
     kind: str
     """"sqlite" or "postgres"."""
-    open_store: Callable[[], Awaitable[MetadataStore]]
+    open_store: Callable[[], Awaitable[SqlStore]]
     """Open one more store on this backend's database (running its migrations)."""
     live_tables: Callable[[], Awaitable[dict[str, list[LiveColumn]]]]
     """Columns of every table in the live database but the ignored ones, in table order."""
     applied_versions: Callable[[], Awaitable[list[int]]]
     """Migration versions the database records as applied."""
+    keys: KeyStore
+    """The key folder the stores of this backend share."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
     if request.param == "sqlite":
-        yield _sqlite_backend(tmp_path / "data" / "kijkmee.sqlite3")
+        yield _sqlite_backend(tmp_path / "data" / "kijkmee.sqlite3", KeyStore(tmp_path / "keys"))
     else:
         async with fresh_postgres_database() as dsn:
-            yield _postgres_backend(dsn)
+            yield _postgres_backend(dsn, KeyStore(tmp_path / "keys"))
 
 
 @pytest.fixture
-async def store(backend: Backend) -> AsyncIterator[MetadataStore]:
+async def store(backend: Backend) -> AsyncIterator[SqlStore]:
     opened = await backend.open_store()
+    await opened.ensure_controller(DEFAULT_CONTROLLER, "Default", dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
     try:
         yield opened
     finally:
@@ -92,7 +98,7 @@ async def fresh_postgres_database() -> AsyncIterator[str]:
         await admin.close()
 
 
-def _sqlite_backend(path: Path) -> Backend:
+def _sqlite_backend(path: Path, keys: KeyStore) -> Backend:
     async def live_tables() -> dict[str, list[LiveColumn]]:
         with closing(sqlite3.connect(path)) as db:
             names = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
@@ -110,10 +116,10 @@ def _sqlite_backend(path: Path) -> Backend:
             current = int(db.execute("PRAGMA user_version").fetchone()[0])
         return [version for version, _ in SQLITE_MIGRATIONS if version <= current]
 
-    return Backend("sqlite", lambda: SQLiteStore.open(path), live_tables, applied_versions)
+    return Backend("sqlite", lambda: SQLiteStore.open(path, keys), live_tables, applied_versions, keys)
 
 
-def _postgres_backend(dsn: str) -> Backend:
+def _postgres_backend(dsn: str, keys: KeyStore) -> Backend:
     async def live_tables() -> dict[str, list[LiveColumn]]:
         db = await asyncpg.connect(dsn)
         try:
@@ -142,4 +148,4 @@ def _postgres_backend(dsn: str) -> Backend:
         finally:
             await db.close()
 
-    return Backend("postgres", lambda: PostgresStore.open(dsn, max_size=5), live_tables, applied_versions)
+    return Backend("postgres", lambda: PostgresStore.open(dsn, keys, max_size=5), live_tables, applied_versions, keys)

@@ -9,6 +9,8 @@ import pytest
 
 from kijkmee.config import ConfigError, ServeConfig
 from kijkmee.serve import running
+from metadata_store.crypto import KeyStore
+from metadata_store.store import DEFAULT_CONTROLLER
 from tests.integration.sio_helpers import Participant, create_room
 from tests.store.conftest import fresh_postgres_database
 
@@ -28,7 +30,13 @@ async def test_a_join_is_recorded_in_postgres(tmp_path: Path) -> None:
             rows = await db.fetch("SELECT room_id, ip, name, left_at IS NOT NULL AS closed FROM sessions")
         finally:
             await db.close()
-        assert [tuple(r) for r in rows] == [(room, "127.0.0.1", "Anna", True)]
+        # At rest the address and the name are ciphertext under the default controller's key ...
+        [(room_id, ip, name, closed)] = [tuple(r) for r in rows]
+        assert (room_id, closed) == (room, True)
+        assert b"127.0.0.1" not in ip and b"Anna" not in name
+        key = KeyStore(tmp_path / "d" / "keys").get(DEFAULT_CONTROLLER)
+        assert (key.decrypt("sessions", "ip", ip), key.decrypt("sessions", "name", name)) == ("127.0.0.1", "Anna")
+        # ... and nothing went to a SQLite file instead.
         assert not (tmp_path / "d" / "kijkmee.sqlite3").exists()
 
 

@@ -1,34 +1,38 @@
-"""The MetadataStore contract: every backend (SQLite, PostgreSQL) passes this same suite."""
+"""The SqlStore contract: every backend (SQLite, PostgreSQL) passes this same suite."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import sqlite3
+from pathlib import Path
 
 import asyncpg
 import pytest
 
-from metadata_store import TABLES, MetadataStore
+from metadata_store import TABLES
 from metadata_store import postgres as postgres_backend
 from metadata_store import sqlite as sqlite_backend
+from metadata_store.crypto import KeyStore
 from metadata_store.postgres import PostgresStore
+from metadata_store.sql import SqlStore
+from metadata_store.store import DEFAULT_CONTROLLER, NotFound
 from tests.store.conftest import ADMIN_DSN, Backend
 
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+KEYS = KeyStore(Path("/nonexistent/kijkmee-keys"))  # never touched: the connection is refused first
 ROOM = "r" * 22
 OTHER_ROOM = "q" * 22
 
 # How each backend stores the declaration's portable types (metadata_store.schema.Column.sql_type).
 LIVE_TYPES = {
-    "sqlite": {"TEXT": "TEXT", "INTEGER": "INTEGER", "TIMESTAMP": "TEXT"},
-    "postgres": {"TEXT": "text", "INTEGER": "bigint", "TIMESTAMP": "timestamp with time zone"},
+    "sqlite": {"TEXT": "TEXT", "INTEGER": "INTEGER", "TIMESTAMP": "TEXT", "BLOB": "BLOB"},
+    "postgres": {"TEXT": "text", "INTEGER": "bigint", "TIMESTAMP": "timestamp with time zone", "BLOB": "bytea"},
 }
 
-# What each backend's driver raises when the database refuses a row. The Protocol names no error of
-# its own yet, so the contract is only "refused, and nothing changed".
+# What each backend's driver raises when the database refuses a duplicate room id: the contract is
+# "refused, and nothing changed".
 DUPLICATE = (sqlite3.IntegrityError, asyncpg.UniqueViolationError)
-NO_SUCH_ROOM = (sqlite3.IntegrityError, asyncpg.ForeignKeyViolationError)
 
 
 def _is_utc(value: dt.datetime | None) -> bool:
@@ -38,7 +42,7 @@ def _is_utc(value: dt.datetime | None) -> bool:
 # Rooms
 
 
-async def test_a_room_round_trips(store: MetadataStore) -> None:
+async def test_a_room_round_trips(store: SqlStore) -> None:
     await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
     room = await store.get_room(ROOM)
     assert room is not None
@@ -46,7 +50,7 @@ async def test_a_room_round_trips(store: MetadataStore) -> None:
     assert await store.get_room(OTHER_ROOM) is None
 
 
-async def test_a_room_id_is_taken_once(store: MetadataStore) -> None:
+async def test_a_room_id_is_taken_once(store: SqlStore) -> None:
     await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
     with pytest.raises(DUPLICATE):
         await store.create_room(ROOM, T0 + dt.timedelta(minutes=1), T0 + dt.timedelta(hours=48))
@@ -54,7 +58,7 @@ async def test_a_room_id_is_taken_once(store: MetadataStore) -> None:
     assert room is not None and (room.created_at, room.expires_at) == (T0, T0 + dt.timedelta(hours=24))
 
 
-async def test_extending_a_room_moves_its_expiry_later_never_earlier(store: MetadataStore) -> None:
+async def test_extending_a_room_moves_its_expiry_later_never_earlier(store: SqlStore) -> None:
     await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
     steps = [
         (T0 + dt.timedelta(hours=1), T0 + dt.timedelta(hours=24)),  # earlier: kept
@@ -69,7 +73,7 @@ async def test_extending_a_room_moves_its_expiry_later_never_earlier(store: Meta
         assert room.created_at == T0
 
 
-async def test_extending_an_unknown_room_changes_nothing(store: MetadataStore) -> None:
+async def test_extending_an_unknown_room_changes_nothing(store: SqlStore) -> None:
     await store.extend_room(OTHER_ROOM, T0 + dt.timedelta(hours=1))
     assert await store.get_room(OTHER_ROOM) is None
 
@@ -77,7 +81,7 @@ async def test_extending_an_unknown_room_changes_nothing(store: MetadataStore) -
 # Sessions
 
 
-async def test_sessions_open_close_and_list_in_the_order_opened(store: MetadataStore) -> None:
+async def test_sessions_open_close_and_list_in_the_order_opened(store: SqlStore) -> None:
     await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
     await store.create_room(OTHER_ROOM, T0, T0 + dt.timedelta(hours=24))
     # Joined times run backwards on purpose: the list follows the order sessions were opened.
@@ -94,7 +98,7 @@ async def test_sessions_open_close_and_list_in_the_order_opened(store: MetadataS
     ]
 
 
-async def test_closing_a_session_twice_keeps_the_first_time(store: MetadataStore) -> None:
+async def test_closing_a_session_twice_keeps_the_first_time(store: SqlStore) -> None:
     await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
     session = await store.open_session(ROOM, "192.0.2.7", None, T0)
     await store.close_session(session, T0 + dt.timedelta(minutes=5))
@@ -104,7 +108,7 @@ async def test_closing_a_session_twice_keeps_the_first_time(store: MetadataStore
     assert row.left_at == T0 + dt.timedelta(minutes=5)
 
 
-async def test_closing_an_unknown_session_changes_nothing(store: MetadataStore) -> None:
+async def test_closing_an_unknown_session_changes_nothing(store: SqlStore) -> None:
     await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
     session = await store.open_session(ROOM, "192.0.2.7", None, T0)
     await store.close_session(session + 1000, T0 + dt.timedelta(minutes=5))
@@ -112,13 +116,13 @@ async def test_closing_an_unknown_session_changes_nothing(store: MetadataStore) 
     assert row.left_at is None
 
 
-async def test_a_session_needs_an_existing_room(store: MetadataStore) -> None:
-    with pytest.raises(NO_SUCH_ROOM):
+async def test_a_session_needs_an_existing_room(store: SqlStore) -> None:
+    with pytest.raises(NotFound, match="no such room"):
         await store.open_session(OTHER_ROOM, "192.0.2.7", None, T0)
     assert await store.list_sessions() == []
 
 
-async def test_names_are_kept_exactly_and_none_means_none_typed(store: MetadataStore) -> None:
+async def test_names_are_kept_exactly_and_none_means_none_typed(store: SqlStore) -> None:
     await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
     names = [None, "Anna", "", " Anna ", "Ánna Ødegård 李 👋", "O'Brien\"; DROP TABLE sessions; --", "a" * 64]
     ids = [await store.open_session(ROOM, "192.0.2.7", name, T0) for name in names]
@@ -127,7 +131,7 @@ async def test_names_are_kept_exactly_and_none_means_none_typed(store: MetadataS
     assert rows[0].name is None and rows[2].name == ""
 
 
-async def test_ip_addresses_round_trip_as_the_text_given(store: MetadataStore) -> None:
+async def test_ip_addresses_round_trip_as_the_text_given(store: SqlStore) -> None:
     await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
     addresses = [
         "192.0.2.7",
@@ -148,7 +152,7 @@ async def test_ip_addresses_round_trip_as_the_text_given(store: MetadataStore) -
 # Time
 
 
-async def test_timestamps_round_trip_as_utc_to_the_microsecond(store: MetadataStore) -> None:
+async def test_timestamps_round_trip_as_utc_to_the_microsecond(store: SqlStore) -> None:
     created = dt.datetime(2026, 11, 1, 12, 0, 0, 123457, tzinfo=dt.UTC)
     expires = dt.datetime(2099, 12, 31, 23, 59, 59, 999999, tzinfo=dt.UTC)
     amsterdam_summer = dt.timezone(dt.timedelta(hours=2))
@@ -168,7 +172,7 @@ async def test_timestamps_round_trip_as_utc_to_the_microsecond(store: MetadataSt
     assert row.joined_at == dt.datetime(2026, 7, 1, 12, 30, 0, 1, tzinfo=dt.UTC)
 
 
-async def test_naive_times_are_refused(store: MetadataStore) -> None:
+async def test_naive_times_are_refused(store: SqlStore) -> None:
     naive = dt.datetime(2026, 11, 1, 12, 0)
     with pytest.raises(ValueError, match="timezone-aware"):
         await store.create_room(ROOM, naive, T0)
@@ -190,7 +194,7 @@ async def test_naive_times_are_refused(store: MetadataStore) -> None:
 # Concurrency
 
 
-async def test_concurrent_sessions_get_distinct_ids_and_all_rows_are_kept(store: MetadataStore) -> None:
+async def test_concurrent_sessions_get_distinct_ids_and_all_rows_are_kept(store: SqlStore) -> None:
     await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
     count = 50
     ids = await asyncio.gather(
@@ -225,6 +229,7 @@ async def test_opening_again_migrates_nothing_and_keeps_the_data(backend: Backen
     latest = [v for v, _ in postgres_backend.MIGRATIONS]
     first = await backend.open_store()
     try:
+        await first.ensure_controller(DEFAULT_CONTROLLER, "Default", T0)
         await first.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
         second = await backend.open_store()  # while the first is still open
         try:
@@ -249,6 +254,7 @@ async def test_two_nodes_opening_a_fresh_database_at_once_both_start(backend: Ba
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
             raise errors[0]
+        await stores[0].ensure_controller(DEFAULT_CONTROLLER, "Default", T0)
         await stores[0].create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
         assert all([await s.get_room(ROOM) is not None for s in stores])
     finally:
@@ -274,13 +280,13 @@ async def test_postgres_requiring_tls_refuses_a_server_without_it(postgres_dsn: 
         pytest.skip("this PostgreSQL offers TLS; the refusal needs one that does not (as on CI)")
     with pytest.raises(ConnectionError, match="rejected SSL upgrade"):
         if how == "ssl argument":
-            await PostgresStore.open(postgres_dsn, ssl="require")
+            await PostgresStore.open(postgres_dsn, KEYS, ssl="require")
         else:
-            await PostgresStore.open(postgres_dsn + "?sslmode=require")
+            await PostgresStore.open(postgres_dsn + "?sslmode=require", KEYS)
 
 
-async def test_postgres_ssl_argument_wins_over_the_dsn(postgres_dsn: str) -> None:
+async def test_postgres_ssl_argument_wins_over_the_dsn(postgres_dsn: str, tmp_path: Path) -> None:
     if await _server_offers_tls():
         pytest.skip("this PostgreSQL offers TLS; the refusal needs one that does not (as on CI)")
-    opened = await PostgresStore.open(postgres_dsn + "?sslmode=require", ssl="disable")
+    opened = await PostgresStore.open(postgres_dsn + "?sslmode=require", KeyStore(tmp_path), ssl="disable")
     await opened.close()

@@ -145,13 +145,13 @@ def test_changed_class_retention_duplicates_and_undescribed_tables_are_reported(
     assert validate_register(reg) == [
         "column sessions.ip: register says data class 'operational', schema says 'ip'",
         "column sessions.ip: register says retention 'forever', schema says "
-        "'until the session is anonymised (at most 90 days)'",
+        "'until the session is anonymised (at most 90 days, never more than 3 months)'",
         "column sessions.id appears more than once in the register",
     ]
-    tables = {**TABLES, "visits": (Column("id", "INTEGER", DataClass.OPERATIONAL, "90 days"),)}
+    tables = {**TABLES, "recordings": (Column("id", "INTEGER", DataClass.OPERATIONAL, "90 days"),)}
     built = build_register(processor=PROCESSOR, controllers=[], settings=RegisterSettings(), tables=tables)
     assert validate_register(built, tables) == [
-        "category 'visits' has no purpose (describe it in TABLE_CATEGORIES)"]
+        "category 'recordings' has no purpose (describe it in TABLE_CATEGORIES)"]
 
 
 def test_a_malformed_register_gives_problems_not_exceptions() -> None:

@@ -6,8 +6,10 @@ import datetime as dt
 import sqlite3
 from pathlib import Path
 
-from metadata_store import TABLES, DataClass
+from metadata_store import TABLES
+from metadata_store.schema import PERSONAL, Protection
 from metadata_store.sqlite import SQLiteStore
+from metadata_store.store import DEFAULT_CONTROLLER
 
 T0 = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -21,13 +23,18 @@ async def test_live_columns_equal_the_declaration(tmp_path: Path) -> None:
         for table, columns in TABLES.items():
             live = [(r[1], r[3] == 0 and r[5] == 0) for r in db.execute(f"PRAGMA table_info({table})")]
             assert live == [(c.name, c.nullable) for c in columns]
-    personal = {c.name for cols in TABLES.values() for c in cols if c.data_class in (DataClass.IP,
-                                                                                       DataClass.TYPED_NAME)}
-    assert personal == {"ip", "name"}
+    # Personal data lives in the sessions table only, each value encrypted with a blind index beside it.
+    personal = {(t, c.name, c.protection) for t, cols in TABLES.items() for c in cols if c.data_class in PERSONAL}
+    assert personal == {
+        ("sessions", name, protection)
+        for base in ("ip", "name", "phone", "email")
+        for name, protection in ((base, Protection.ENCRYPTED), (f"{base}_index", Protection.KEYED_HASH))
+    }
 
 
 async def test_the_database_is_readable_by_its_owner_only(tmp_path: Path) -> None:
     store = await SQLiteStore.open(tmp_path / "data" / "k.sqlite3")
+    await store.ensure_controller(DEFAULT_CONTROLLER, "Default", T0)
     try:
         await store.create_room("r" * 22, T0, T0 + dt.timedelta(hours=1))
         for name in ("k.sqlite3", "k.sqlite3-wal", "k.sqlite3-shm"):
@@ -39,6 +46,7 @@ async def test_the_database_is_readable_by_its_owner_only(tmp_path: Path) -> Non
 
 async def test_sessions_open_and_close(tmp_path: Path) -> None:
     store = await SQLiteStore.open(tmp_path / "k.sqlite3")
+    await store.ensure_controller(DEFAULT_CONTROLLER, "Default", T0)
     try:
         await store.create_room("r" * 22, T0, T0 + dt.timedelta(hours=24))
         first = await store.open_session("r" * 22, "192.0.2.7", None, T0)

@@ -1,0 +1,70 @@
+"""Opening the metadata store from the config, and the data-handling jobs `serve` runs on a schedule."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kijkmee.config import ServeConfig
+from metadata_store.crypto import KeyStore
+from metadata_store.postgres import PostgresStore
+from metadata_store.sql import SqlStore, retention_cutoff
+from metadata_store.sqlite import SQLiteStore
+from metadata_store.store import DEFAULT_CONTROLLER, RetentionResult
+
+log = logging.getLogger("kijkmee.jobs")
+
+
+async def open_store(config: ServeConfig) -> SqlStore:
+    """The store `config` names (PostgreSQL when database_url is set, else SQLite in data_dir), with
+    its key folder, migrated, and with the default controller in place."""
+    keys = KeyStore(config.keys_folder())
+    store: SqlStore
+    if config.database_url:
+        store = await PostgresStore.open(config.database_url, keys)
+    else:
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        store = await SQLiteStore.open(config.data_dir / "kijkmee.sqlite3", keys)
+    try:
+        await store.ensure_controller(DEFAULT_CONTROLLER, "Default", dt.datetime.now(dt.UTC))
+    except BaseException:
+        await store.close()
+        raise
+    return store
+
+
+@dataclass(frozen=True)
+class JobsResult:
+    retention: RetentionResult
+    deleted_controllers: list[str]
+
+
+async def run_jobs(store: SqlStore, retention_days: int, now: dt.datetime) -> JobsResult:
+    """One round of the scheduled jobs: anonymise old sessions, delete controllers whose grace ended."""
+    result = await store.anonymise(retention_cutoff(now, retention_days), now)
+    deleted = await store.purge_controllers(now)
+    return JobsResult(result, deleted)
+
+
+async def jobs_loop(
+    store: SqlStore, retention_days: int, interval: dt.timedelta, clock: Callable[[], dt.datetime]
+) -> None:
+    """Run the jobs now and then every `interval` until cancelled. A failed round is logged (type only)
+    and retried at the next interval; it never stops serving."""
+    while True:
+        try:
+            done = await run_jobs(store, retention_days, clock())
+            if done.retention.anonymised or done.deleted_controllers:
+                log.info(
+                    "data-handling jobs ran",
+                    extra={"anonymised": done.retention.anonymised,
+                           "controllers_deleted": len(done.deleted_controllers)},
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep serving; the next round tries again
+            log.error("data-handling jobs failed", extra={"error": type(exc).__name__})
+        await asyncio.sleep(interval.total_seconds())
