@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from kijkmee import __version__
+from kijkmee.admin import DESCRIPTION as ADMIN_DESCRIPTION
+from kijkmee.admin import add_admin_arguments, run_admin_command
 from kijkmee.config import ConfigError, ServeConfig, load_config, option_help, option_names
 from kijkmee.probe import DESCRIPTION as PROBE_DESCRIPTION
 from kijkmee.probe import add_probe_arguments, run_probe_command
@@ -79,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     probe = commands.add_parser("probe", help="check a TURN relay end to end with a relayed WebRTC call",
                                 description=PROBE_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_probe_arguments(probe)
+    admin = commands.add_parser("admin", help="data handling: retention, subject requests, export, audit, breaches",
+                                description=ADMIN_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_admin_arguments(admin)
     return parser
 
 
@@ -103,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if command == "probe":
         return run_probe_command(args)
+    if command == "admin":
+        return run_admin_command(argparse.Namespace(**args))
     config_file = args.pop("config", None) or (Path(os.environ["KIJKMEE_CONFIG"])
                                                if os.environ.get("KIJKMEE_CONFIG") else None)
     cls, section = (ServeConfig, None) if command == "serve" else (RelayNodeConfig, "relay")

@@ -77,6 +77,18 @@ class ServeConfig:
     retention_interval_minutes: float = 60.0
     """How often serve runs the retention and offboarding jobs."""
 
+    processor_name: str = "kijkmee (processor not configured)"
+    """The processor's legal name, as the register of processing and breach notifications show it."""
+
+    processor_address: str = "not configured"
+    """The processor's postal address (register of processing, breach notifications)."""
+
+    processor_registration: str = "not configured"
+    """The processor's Chamber of Commerce (KvK) number."""
+
+    privacy_contact: str = "privacy@localhost"
+    """E-mail address for privacy matters, named in the register and in breach notifications."""
+
     embedded_relay: bool = True
     """Run a TURN relay inside this process (off: only turn_servers are handed out)."""
 

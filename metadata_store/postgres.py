@@ -140,6 +140,7 @@ MIGRATIONS: list[Migration] = [
                 role TEXT NOT NULL,
                 password_hash TEXT NOT NULL,
                 totp_secret BYTEA NOT NULL,
+                totp_last_step BIGINT,
                 created_at {_TS} NOT NULL,
                 disabled_at {_TS}
             )""",

@@ -149,6 +149,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("password_hash", "TEXT", DataClass.OPERATIONAL, "while the account exists", description="scrypt"),
         Column("totp_secret", "BLOB", DataClass.OPERATIONAL, "while the account exists",
                description="second factor seed, encrypted with the service key", protection=Protection.ENCRYPTED),
+        Column("totp_last_step", "INTEGER", DataClass.OPERATIONAL, "while the account exists", nullable=True,
+               description="time step of the last accepted code, so a code works once"),
         Column("created_at", "TIMESTAMP", DataClass.OPERATIONAL, "while the account exists"),
         Column("disabled_at", "TIMESTAMP", DataClass.OPERATIONAL, "while the account exists", nullable=True),
     ),

@@ -114,6 +114,7 @@ _SESSION_COLUMNS = (
     "restricted_at"
 )
 _CONTROLLER_COLUMNS = "id, name, created_at, status, offboarding_at, delete_after, deleted_at"
+_OPERATOR_COLUMNS = "username, role, password_hash, totp_secret, created_at, disabled_at, totp_last_step"
 _REQUEST_COLUMNS = "id, controller_id, kind, received_at, deadline, completed_at, handled_by, session_ids, outcome"
 
 
@@ -613,7 +614,7 @@ class SqlStore:
         secret = bytes.fromhex(self._service_key().decrypt("operators", "totp_secret", row[3]))
         return OperatorRecord(
             username=row[0], role=row[1], password_hash=row[2], totp_secret=secret, created_at=_dt(row[4]),
-            disabled_at=_odt(row[5]),
+            disabled_at=_odt(row[5]), totp_last_step=row[6],
         )
 
     async def add_operator(self, record: OperatorRecord, actor: str, now: dt.datetime) -> None:
@@ -630,7 +631,7 @@ class SqlStore:
     async def get_operator(self, username: str) -> OperatorRecord | None:
         async with self._db.transaction() as tx:
             rows = await tx.fetch(
-                "SELECT username, role, password_hash, totp_secret, created_at, disabled_at FROM operators"
+                f"SELECT {_OPERATOR_COLUMNS} FROM operators"
                 " WHERE username = ?", username,
             )
         return self._operator(rows[0]) if rows else None
@@ -638,7 +639,7 @@ class SqlStore:
     async def list_operators(self) -> list[OperatorRecord]:
         async with self._db.transaction() as tx:
             rows = await tx.fetch(
-                "SELECT username, role, password_hash, totp_secret, created_at, disabled_at FROM operators"
+                f"SELECT {_OPERATOR_COLUMNS} FROM operators"
                 " ORDER BY username"
             )
         return [self._operator(r) for r in rows]
@@ -667,6 +668,16 @@ class SqlStore:
             if not await tx.execute(f"UPDATE operators SET {', '.join(sets)} WHERE username = ?", *args, username):
                 raise NotFound(f"there is no operator {username!r}")
             await self._audit(tx, actor, audit.Action.OPERATOR_CHANGE, f"operator:{username}", now)
+
+    async def use_totp_step(self, username: str, step: int) -> bool:
+        """Record that the code of `step` was used; False when that step (or a later one) was used
+        already, so one code signs in once, across every node sharing the database."""
+        async with self._db.transaction() as tx:
+            return bool(await tx.execute(
+                "UPDATE operators SET totp_last_step = ? WHERE username = ?"
+                " AND (totp_last_step IS NULL OR totp_last_step < ?)",
+                step, username, step,
+            ))
 
     # --- breaches -------------------------------------------------------------------------------------
 

@@ -126,6 +126,7 @@ MIGRATIONS: list[Migration] = [
                 role TEXT NOT NULL,
                 password_hash TEXT NOT NULL,
                 totp_secret BLOB NOT NULL,
+                totp_last_step INTEGER,
                 created_at {_TS} NOT NULL,
                 disabled_at {_TS}
             )""",

@@ -116,6 +116,7 @@ class OperatorRecord:
     totp_secret: bytes
     created_at: dt.datetime
     disabled_at: dt.datetime | None = None
+    totp_last_step: int | None = None
 
 
 @dataclass(frozen=True)
