@@ -6,7 +6,16 @@ import pytest
 
 from signaling.errors import BadRequest
 from signaling.ratelimit import TokenBucket
-from signaling.validation import SDP_MAX_BYTES, clean_name, parse_candidate, parse_description, parse_join
+from signaling.validation import (
+    SDP_MAX_BYTES,
+    JoinRequest,
+    Report,
+    clean_name,
+    parse_candidate,
+    parse_description,
+    parse_join,
+    parse_report,
+)
 
 ROOM = "abcdefghijklmnopqrstuv"
 
@@ -36,10 +45,46 @@ def test_bad_names_are_refused_with_a_reason(raw: object) -> None:
         clean_name(raw)
 
 
-def test_join_reads_only_room_and_name() -> None:
-    request = parse_join({"room": ROOM, "name": "Anna", "phone": "0612345678", "userAgent": "x"})
-    assert (request.room, request.name) == (ROOM, "Anna")
-    assert not hasattr(request, "phone")
+def test_join_reads_only_room_and_typed_values() -> None:
+    request = parse_join({"room": ROOM, "name": "Anna", "phone": "06-1234 5678", "userAgent": "x", "sdp": "v=0"})
+    assert request == JoinRequest(room=ROOM, name="Anna", phone="06-1234 5678", email=None)
+    assert not hasattr(request, "userAgent") and not hasattr(request, "sdp")
+
+
+@pytest.mark.parametrize("raw", ["", None])
+def test_empty_phone_and_email_mean_none_typed(raw: object) -> None:
+    assert parse_join({"room": ROOM, "phone": raw, "email": raw}) == JoinRequest(ROOM, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [("phone", "call me"), ("phone", "+31 6 1234 5678 ext. 9"), ("phone", 612345678), ("phone", "1" * 40),
+     ("email", "anna"), ("email", "a@b@c"), ("email", "anna @example.nl"), ("email", "a" * 250 + "@x.nl"),
+     ("email", "anna\u200b@example.nl"), ("email", ["a@b"])],
+)
+def test_bad_phone_numbers_and_addresses_are_refused(field: str, raw: object) -> None:
+    with pytest.raises(BadRequest, match=r"phone number|e-mail address"):
+        parse_join({"room": ROOM, field: raw})
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [({"route": "direct", "setupMs": 812}, Report("direct", 812)),
+     ({"route": "relay", "setupMs": 0}, Report("relay", 0))],
+)
+def test_a_report_carries_route_and_setup_time_only(payload: dict[str, object], expected: Report) -> None:
+    assert parse_report({**payload, "ip": "192.0.2.1"}) == expected
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"route": "p2p", "setupMs": 5}, {"route": "direct"}, {"route": "direct", "setupMs": -1},
+     {"route": "direct", "setupMs": 600_001}, {"route": "direct", "setupMs": 1.5}, {"route": "direct", "setupMs": True},
+     "direct"],
+)
+def test_bad_reports_are_refused(payload: object) -> None:
+    with pytest.raises(BadRequest):
+        parse_report(payload)
 
 
 @pytest.mark.parametrize("room", ["short", ROOM + "!", "../" + ROOM, None, 5, "a" * 65])
