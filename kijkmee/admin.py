@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kijkmee.config import ConfigError, ServeConfig, load_config
-from kijkmee.storage import open_store
+from kijkmee.storage import open_store, processor_info
 from metadata_store import breaches, register
 from metadata_store.exports import request_report_markdown
 from metadata_store.operators import Permission as P
@@ -258,8 +258,7 @@ async def breach_save(ctx: Context, args: argparse.Namespace) -> int:
     document = _breach_from_args(args)
     existing = await ctx.store.get_breach(str(document.get("id", "")))
     if existing is None:
-        document.setdefault("discovered_at", dt.datetime.now(dt.UTC).isoformat())
-        breach = await ctx.service.save_breach(breaches.breach_from_json(document), ctx.actor)
+        breach = await ctx.service.record_breach(document, ctx.actor)
     else:
         breach = await ctx.service.update_breach(existing.id, document, ctx.actor)
     missing = breaches.missing_fields(breach)
@@ -287,7 +286,7 @@ async def breach_list(ctx: Context, args: argparse.Namespace) -> int:
 async def breach_notify(ctx: Context, args: argparse.Namespace) -> int:
     await ctx.require(P.BREACHES_NOTIFY)
     breach = await ctx.service.get_breach(args.id)
-    markdown, document = breaches.notification_document(breach, args.controller, _processor(ctx.config))
+    markdown, document = breaches.notification_document(breach, args.controller, processor_info(ctx.config))
     if args.out is not None:
         _write(document, args.out.with_suffix(".json"))
         _write(None, args.out.with_suffix(".md"), markdown)
@@ -306,13 +305,6 @@ async def breach_close(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
-def _processor(config: ServeConfig) -> register.ProcessorInfo:
-    return register.ProcessorInfo(
-        name=config.processor_name, address=config.processor_address, registration=config.processor_registration,
-        contact=register.ContactPoint(name="Privacy contact", function="privacy", email=config.privacy_contact),
-    )
-
-
 async def register_show(ctx: Context, args: argparse.Namespace) -> int:
     await ctx.require(P.REGISTER_READ)
     controllers = [
@@ -324,7 +316,7 @@ async def register_show(ctx: Context, args: argparse.Namespace) -> int:
         offboarding_deletion=True, audit_log=True, operator_2fa=True, operator_password_policy=True,
         operator_roles=True, login_lockout=True,
     )
-    reg = register.build_register(processor=_processor(ctx.config), controllers=controllers, settings=settings)
+    reg = register.build_register(processor=processor_info(ctx.config), controllers=controllers, settings=settings)
     if args.format == "json":
         _write(reg, args.out)
     else:

@@ -21,9 +21,11 @@ from aiohttp import web
 from kijkmee.config import ServeConfig
 from kijkmee.devcert import ensure_dev_certificate
 from kijkmee.relay import RelayNodeConfig, RunningRelay, read_secrets
-from kijkmee.storage import jobs_loop, open_store
+from kijkmee.storage import jobs_loop, open_store, processor_info
 from kijkmee.tls import TlsPolicy
+from metadata_store.service import DataHandling
 from signaling import SignalingSettings, create_app
+from signaling.admin_api import AdminSettings
 from turn_relay.auth import mint_turn_credentials
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
@@ -143,7 +145,10 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
             ice_servers=ice_servers_provider(config, secret, relay),
             ice_transport_policy=config.ice_transport_policy,
         )
-        runner = web.AppRunner(create_app(settings, store), access_log=None, handle_signals=False, shutdown_timeout=5)
+        admin = AdminSettings(DataHandling(store), processor_info(config), config.retention_days)
+        runner = web.AppRunner(
+            create_app(settings, store, admin), access_log=None, handle_signals=False, shutdown_timeout=5
+        )
         await runner.setup()
         runners.append(runner)
         site = web.TCPSite(runner, config.host, config.port, ssl_context=context)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kijkmee.config import ServeConfig
+from metadata_store import register
 from metadata_store.crypto import KeyStore
 from metadata_store.postgres import PostgresStore
 from metadata_store.sql import SqlStore, retention_cutoff
@@ -16,6 +17,14 @@ from metadata_store.sqlite import SQLiteStore
 from metadata_store.store import DEFAULT_CONTROLLER, RetentionResult
 
 log = logging.getLogger("kijkmee.jobs")
+
+
+def processor_info(config: ServeConfig) -> register.ProcessorInfo:
+    """The processor as the register of processing and breach notifications name it (from the config)."""
+    return register.ProcessorInfo(
+        name=config.processor_name, address=config.processor_address, registration=config.processor_registration,
+        contact=register.ContactPoint(name="Privacy contact", function="privacy", email=config.privacy_contact),
+    )
 
 
 async def open_store(config: ServeConfig) -> SqlStore:

@@ -527,6 +527,36 @@ def _time(value: Any) -> dt.datetime | None:
     return None if value is None else dt.datetime.fromisoformat(value)
 
 
+_INPUT_DEFAULTS: dict[str, Any] = {
+    "affected": [], "occurred_from": None, "occurred_until": None, "nature": [], "summary": "", "cause": "",
+    "subject_categories": [], "data_classes": [], "contact": None, "likely_consequences": "",
+    "measures_taken": "", "measures_proposed": "", "closed_at": None, "closure_note": "",
+}
+
+
+def breach_from_input(obj: Mapping[str, Any], existing: Breach | None = None) -> Breach:
+    """A breach from what an operator sent (fields may be left out), on top of `existing` when updating.
+
+    Notification and closing times cannot be set this way: they only change through `mark_notified`
+    and `close`, which check the required fields first."""
+    if not isinstance(obj, Mapping):
+        raise BreachInvalid("a breach is a JSON object")
+    base = breach_to_json(existing) if existing is not None else dict(_INPUT_DEFAULTS)
+    merged: dict[str, Any] = {**base, **{k: v for k, v in obj.items() if k not in ("closed_at", "closure_note")}}
+    if existing is not None:
+        merged["id"], merged["discovered_at"] = existing.id, _iso(existing.discovered_at)
+    told = {a.controller_id: a.notified_at for a in (existing.affected if existing else ())}
+    affected = merged.get("affected")
+    if not isinstance(affected, list) or not all(isinstance(a, Mapping) for a in affected):
+        raise BreachInvalid("affected is a list of {controller_id, data_subjects, records}")
+    merged["affected"] = [
+        {"data_subjects": None, "records": None, **{k: v for k, v in a.items() if k != "notified_at"},
+         "notified_at": _iso(told.get(a.get("controller_id")))}
+        for a in affected
+    ]
+    return breach_from_json(merged)
+
+
 def breach_from_json(obj: Mapping[str, Any]) -> Breach:
     """A stored record back into a `Breach`; anything malformed raises `BreachInvalid`."""
     try:

@@ -265,9 +265,16 @@ class DataHandling:
         return [breaches.breach_from_json(r.document) for r in await self.store.list_breaches()]
 
     async def update_breach(self, breach_id: str, changes: Mapping[str, Any], actor: str) -> breaches.Breach:
+        """Change the fields given (id, discovery time, notification and closing times stay)."""
         current = await self.get_breach(breach_id)
-        merged = {**breaches.breach_to_json(current), **changes, "id": breach_id}
-        return await self.save_breach(breaches.breach_from_json(merged), actor)
+        return await self.save_breach(breaches.breach_from_input(changes, current), actor)
+
+    async def record_breach(self, document: Mapping[str, Any], actor: str) -> breaches.Breach:
+        """A new breach from an operator's fields (missing ones empty; discovered now unless given)."""
+        if await self.store.get_breach(str(document.get("id", ""))) is not None:
+            raise Conflict(f"there is already a breach {document.get('id')!r}")
+        fields = {"discovered_at": self.clock().isoformat(), **document}
+        return await self.save_breach(breaches.breach_from_input(fields), actor)
 
     async def mark_notified(self, breach_id: str, controller_id: str, actor: str) -> breaches.Breach:
         """Refused (BreachIncomplete, naming the fields) while a required field is missing."""

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from metadata_store import MetadataStore
 from signaling import keys
+from signaling.admin_api import AdminSettings, add_admin_routes
 from signaling.http import SOCKET_IO_CLIENT, add_routes, private_access_log, security_headers
 from signaling.rooms import RoomRegistry
 from signaling.settings import SignalingSettings
@@ -38,8 +39,11 @@ def _quiet_logger(name: str) -> logging.Logger:
     return logger
 
 
-def create_app(settings: SignalingSettings, store: MetadataStore) -> web.Application:
-    """Build the app. The caller owns `store` (opens it before and closes it after)."""
+def create_app(
+    settings: SignalingSettings, store: MetadataStore, admin: AdminSettings | None = None
+) -> web.Application:
+    """Build the app. The caller owns `store` (opens it before and closes it after). With `admin`,
+    the admin API (/admin/api) and /metrics are served too."""
     if not (settings.client_dir / SOCKET_IO_CLIENT).is_file():
         raise ClientMissing(
             f"{settings.client_dir / SOCKET_IO_CLIENT} is missing: run `npm ci` in {settings.client_dir}"
@@ -66,4 +70,6 @@ def create_app(settings: SignalingSettings, store: MetadataStore) -> web.Applica
 
     app.on_shutdown.append(close_connections)
     add_routes(app, settings.client_dir)
+    if admin is not None:
+        add_admin_routes(app, admin)
     return app
