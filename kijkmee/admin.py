@@ -324,6 +324,26 @@ async def register_show(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def backup_run(ctx: Context, args: argparse.Namespace) -> int:
+    await ctx.require(P.BACKUP_RUN)
+    out = args.out or ctx.config.data_dir / "backups" / f"kijkmee-{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%SZ}.backup"
+    summary = await ctx.service.backup(out, ctx.actor)
+    rows = sum(summary.counts.values())
+    print(f"backup written to {summary.path} ({rows} rows, encrypted; the keys stay in {ctx.store.keys.folder})")
+    return 0
+
+
+async def backup_restore(ctx: Context, args: argparse.Namespace) -> int:
+    if await ctx.store.list_operators():
+        await ctx.require(P.BACKUP_RESTORE)
+    summary = await ctx.service.restore(args.file, ctx.actor, ctx.config.retention_days)
+    print(f"restored {sum(summary.counts.values())} rows; replayed {summary.replayed} erasure/rectification/"
+          f"restriction(s) from the deletion ledger; anonymised {summary.anonymised} session(s) past retention"
+          + (f"; deleted data of controllers without a key: {', '.join(summary.controllers_purged)}"
+             if summary.controllers_purged else ""))
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------------
 
 
@@ -441,6 +461,19 @@ def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
     close.add_argument("id")
     close.add_argument("--note", help="why (required when closed without notifying)")
     close.set_defaults(handler=breach_close)
+
+    backup = commands.add_parser("backup", help="annex 2: encrypted backups and a restore that keeps erasures")
+    subs = backup.add_subparsers(dest="sub", required=True)
+    run = subs.add_parser("run", help="write an encrypted snapshot (default DATA_DIR/backups/kijkmee-<time>.backup)")
+    run.add_argument("--out", type=Path)
+    run.set_defaults(handler=backup_run)
+    restore = subs.add_parser(
+        "restore", help="restore into a NEW, empty data folder or database, with the same key folder",
+        description="Restore a backup into a new, empty store (point --data-dir or KIJKMEE_DATABASE_URL at it) "
+        "using the key folder the backup was made with (--key-dir). Afterwards the deletion ledger is replayed, "
+        "so erased subjects stay erased, and sessions past retention are anonymised.")
+    restore.add_argument("file", type=Path)
+    restore.set_defaults(handler=backup_restore)
 
     reg = commands.add_parser("register", help="GDPR art. 30(2): the register of processing")
     reg.add_argument("--format", choices=("md", "json"), default="md")

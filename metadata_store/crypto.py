@@ -35,6 +35,9 @@ KEY_BYTES = 32
 CONTROLLER_ID_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 SERVICE_KEY_ID = "_service"
 """The key for the processor's own secrets (operators' TOTP seeds), not any controller's."""
+BACKUP_KEY_ID = "_backup"
+"""The key backups are encrypted with (metadata_store.backup); never itself in a backup."""
+RESERVED_KEY_IDS = frozenset({SERVICE_KEY_ID, BACKUP_KEY_ID})
 
 
 class MissingKey(LookupError):
@@ -46,7 +49,7 @@ class CryptoError(ValueError):
 
 
 def check_controller_id(controller_id: str) -> str:
-    if controller_id != SERVICE_KEY_ID and CONTROLLER_ID_RE.fullmatch(controller_id) is None:
+    if controller_id not in RESERVED_KEY_IDS and CONTROLLER_ID_RE.fullmatch(controller_id) is None:
         raise ValueError("a controller id is 1 to 63 lowercase letters, digits or dashes, not starting with a dash")
     return controller_id
 

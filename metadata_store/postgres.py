@@ -21,7 +21,7 @@ from typing import Any, Literal
 import asyncpg
 
 from metadata_store.crypto import KeyStore
-from metadata_store.sql import Dialect, Migration, SqlStore, encrypt_v1_sessions, run_migrations
+from metadata_store.sql import Dialect, Migration, SqlStore, Tx, encrypt_v1_sessions, run_migrations
 
 SslMode = Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
 
@@ -193,9 +193,19 @@ class PgDb:
         self._pool = pool
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_PgTx]:
-        async with self._pool.acquire() as connection, connection.transaction():
+    async def transaction(self, snapshot: bool = False) -> AsyncIterator[_PgTx]:
+        options: dict[str, Any] = {"isolation": "repeatable_read", "readonly": True} if snapshot else {}
+        async with self._pool.acquire() as connection, connection.transaction(**options):
             yield _PgTx(connection)
+
+    async def schema_version(self, tx: Tx) -> int:
+        return int((await tx.fetch("SELECT COALESCE(MAX(version), 0) FROM schema_migrations"))[0][0])
+
+    async def after_restore(self, tx: Tx) -> None:
+        await tx.execute(
+            "SELECT setval(pg_get_serial_sequence('sessions', 'id'),"
+            " COALESCE((SELECT max(id) FROM sessions), 0) + 1, false)"
+        )
 
     async def compact(self, tables: Sequence[str]) -> None:
         """VACUUM marks deleted rows' space reusable and removes their index entries; the values were

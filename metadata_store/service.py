@@ -12,9 +12,11 @@ import datetime as dt
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from metadata_store import audit, breaches, operators
+from metadata_store.backup import BackupSummary, DeletionLedger, RestoreSummary, restore_backup, write_backup
 from metadata_store.exports import controller_export, request_report, subject_export
 from metadata_store.sql import SqlStore, add_months, retention_cutoff
 from metadata_store.store import (
@@ -150,6 +152,10 @@ class DataHandling:
             outcome["sessions_restricted"] = await self.store.restrict_sessions(
                 controller_id, ids, actor, now, request.id
             )
+        if kind in ("rectify", "erase", "restrict") and ids:
+            # Kept beside the keys, outside every backup: a restore replays it (metadata_store.backup).
+            ledger = DeletionLedger(self.store.keys)
+            ledger.record(kind, controller_id, ids, now, changes if kind == "rectify" else None)
         done = await self.store.complete_request(request.id, ids, outcome, actor, now)
         if kind in ("access", "export"):
             export = subject_export(done, exported, now)
@@ -176,6 +182,14 @@ class DataHandling:
                 raise ValueError("the grace period cannot be negative")
             delete_after = now + dt.timedelta(days=grace_days)
         return await self.store.start_offboarding(controller_id, delete_after, actor, now)
+
+    # --- backups --------------------------------------------------------------------------------------
+
+    async def backup(self, out: Path, actor: str) -> BackupSummary:
+        return await write_backup(self.store, out, self.clock(), actor)
+
+    async def restore(self, path: Path, actor: str, retention_days: int) -> RestoreSummary:
+        return await restore_backup(self.store, path, self.clock(), actor, retention_days)
 
     # --- audit ----------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from metadata_store.crypto import KeyStore
-from metadata_store.sql import Dialect, Migration, SqlStore, encrypt_v1_sessions, run_migrations
+from metadata_store.sql import Dialect, Migration, SqlStore, Tx, encrypt_v1_sessions, run_migrations
 
 T = TypeVar("T")
 
@@ -187,7 +187,8 @@ class SqliteDb:
         return await loop.run_in_executor(self._executor, work, self._connection)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[_SqliteTx]:
+    async def transaction(self, snapshot: bool = False) -> AsyncIterator[_SqliteTx]:
+        # One connection, one transaction at a time: every transaction already sees one moment.
         async with self._lock:
             await self.run(lambda c: c.execute("BEGIN IMMEDIATE"))
             try:
@@ -196,6 +197,12 @@ class SqliteDb:
                 await self.run(lambda c: c.execute("ROLLBACK"))
                 raise
             await self.run(lambda c: c.execute("COMMIT"))
+
+    async def schema_version(self, tx: Tx) -> int:
+        return int((await tx.fetch("PRAGMA user_version"))[0][0])
+
+    async def after_restore(self, tx: Tx) -> None:
+        """Nothing to do: AUTOINCREMENT moves past explicitly inserted ids by itself."""
 
     async def compact(self, tables: Sequence[str]) -> None:
         """secure_delete has overwritten the deleted cells; VACUUM rebuilds the file without free pages
