@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kijkmee.config import ConfigError, ServeConfig, load_config
-from kijkmee.storage import open_store, processor_info
+from kijkmee.storage import open_store, processor_info, register_settings
 from metadata_store import breaches, register
 from metadata_store.exports import request_report_markdown
 from metadata_store.operators import Permission as P
@@ -72,6 +72,7 @@ def _write(document: Any, out: Path | None, markdown: str | None = None) -> None
         sys.stdout.write(text)
         return
     fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it may hold personal data
+    os.fchmod(fd, 0o600)  # the mode above applies only to a new file; an existing one keeps its own
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
     print(f"written to {out}", file=sys.stderr)
@@ -311,11 +312,7 @@ async def register_show(ctx: Context, args: argparse.Namespace) -> int:
         register.ControllerInfo(id=c.id, name=c.name) for c in await ctx.store.list_controllers()
         if c.status != "deleted"
     ]
-    settings = register.RegisterSettings(
-        retention_days=ctx.config.retention_days, encryption_at_rest_per_controller_keys=True,
-        offboarding_deletion=True, audit_log=True, operator_2fa=True, operator_password_policy=True,
-        operator_roles=True, login_lockout=True,
-    )
+    settings = register_settings(ctx.config)
     reg = register.build_register(processor=processor_info(ctx.config), controllers=controllers, settings=settings)
     if args.format == "json":
         _write(reg, args.out)

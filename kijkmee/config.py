@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metadata_store.subprocessors import SubProcessor, SubprocessorRefused, subprocessors_from_config
+
 ENV_PREFIX = "KIJKMEE_"
 
 
@@ -89,6 +91,11 @@ class ServeConfig:
     privacy_contact: str = "privacy@localhost"
     """E-mail address for privacy matters, named in the register and in breach notifications."""
 
+    subprocessors_file: Path | None = None
+    """TOML file with the sub-processors ([[subprocessors]] tables: name, purpose, country, data_classes,
+    since, location), shown at /privacy/subprocessors and in the register. Default: none (own servers).
+    Entries outside the EU are refused (agreement art. 4.3)."""
+
     embedded_relay: bool = True
     """Run a TURN relay inside this process (off: only turn_servers are handed out)."""
 
@@ -144,6 +151,8 @@ class ServeConfig:
             _check_port("turns_port", self.turns_port, allow_zero=True)
         if self.database_url is not None:
             _check_database_url(self.database_url)
+        if self.subprocessors_file is not None:
+            self.subprocessors()
         if not 1 <= self.retention_days <= 90:
             raise ConfigError(
                 f"retention_days: {self.retention_days} is not between 1 and 90 (the agreement allows at most 3 months)"
@@ -166,6 +175,23 @@ class ServeConfig:
         if self.public_url is not None and not self.public_url.startswith("https://"):
             raise ConfigError(f"public_url: {self.public_url!r} must start with https://")
         return self
+
+    def subprocessors(self) -> tuple[SubProcessor, ...]:
+        """The configured sub-processor list (empty without subprocessors_file)."""
+        if self.subprocessors_file is None:
+            return ()
+        try:
+            document = tomllib.loads(self.subprocessors_file.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(
+                f"subprocessors_file: {self.subprocessors_file} cannot be read ({exc.strerror})"
+            ) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"subprocessors_file: not valid TOML ({exc})") from None
+        try:
+            return subprocessors_from_config(document.get("subprocessors", []))
+        except SubprocessorRefused as exc:
+            raise ConfigError(f"subprocessors_file: {exc}") from None
 
     def keys_folder(self) -> Path:
         return self.key_dir if self.key_dir is not None else self.data_dir / "keys"

@@ -21,7 +21,7 @@ from aiohttp import web
 from kijkmee.config import ServeConfig
 from kijkmee.devcert import ensure_dev_certificate
 from kijkmee.relay import RelayNodeConfig, RunningRelay, read_secrets
-from kijkmee.storage import jobs_loop, open_store, processor_info
+from kijkmee.storage import jobs_loop, open_store, processor_info, register_settings
 from kijkmee.tls import TlsPolicy
 from metadata_store.service import DataHandling
 from signaling import SignalingSettings, create_app
@@ -144,8 +144,11 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
             room_ttl=dt.timedelta(hours=config.room_ttl_hours),
             ice_servers=ice_servers_provider(config, secret, relay),
             ice_transport_policy=config.ice_transport_policy,
+            subprocessors=config.subprocessors(),
         )
-        admin = AdminSettings(DataHandling(store), processor_info(config), config.retention_days)
+        admin = AdminSettings(
+            DataHandling(store), processor_info(config), config.retention_days, register_settings(config)
+        )
         runner = web.AppRunner(
             create_app(settings, store, admin), access_log=None, handle_signals=False, shutdown_timeout=5
         )

@@ -27,6 +27,17 @@ def processor_info(config: ServeConfig) -> register.ProcessorInfo:
     )
 
 
+def register_settings(config: ServeConfig) -> register.RegisterSettings:
+    """What the register of processing states about this installation: the measures kijkmee itself
+    implements (each tested), the configured retention and sub-processors. Organisational measures
+    (data-centre certificates, 24x7 monitoring) are not claimed: nothing here can know them."""
+    return register.RegisterSettings(
+        retention_days=config.retention_days, encryption_at_rest_per_controller_keys=True,
+        offboarding_deletion=True, audit_log=True, operator_2fa=True, operator_password_policy=True,
+        operator_roles=True, login_lockout=True, backups_tested=True, subprocessors=config.subprocessors(),
+    )
+
+
 async def open_store(config: ServeConfig) -> SqlStore:
     """The store `config` names (PostgreSQL when database_url is set, else SQLite in data_dir), with
     its key folder, migrated, and with the default controller in place."""

@@ -40,6 +40,7 @@ ADMIN_KEY: web.AppKey[DataHandling] = web.AppKey("admin", DataHandling)
 SESSIONS_KEY: web.AppKey[dict[str, AdminSession]] = web.AppKey("admin_sessions", dict)
 PROCESSOR_KEY: web.AppKey[register.ProcessorInfo] = web.AppKey("processor", register.ProcessorInfo)
 RETENTION_KEY: web.AppKey[int] = web.AppKey("retention_days", int)
+REGISTER_SETTINGS_KEY: web.AppKey[register.RegisterSettings] = web.AppKey("register", register.RegisterSettings)
 
 
 @dataclass
@@ -403,11 +404,7 @@ async def show_register(request: web.Request, caller: Caller) -> web.StreamRespo
     admin = request.app[ADMIN_KEY]
     controllers = [register.ControllerInfo(id=c.id, name=c.name) for c in await admin.store.list_controllers()
                    if c.status != "deleted"]
-    settings = register.RegisterSettings(
-        retention_days=request.app[RETENTION_KEY], encryption_at_rest_per_controller_keys=True,
-        offboarding_deletion=True, audit_log=True, operator_2fa=True, operator_password_policy=True,
-        operator_roles=True, login_lockout=True,
-    )
+    settings = request.app[REGISTER_SETTINGS_KEY]
     document = register.build_register(processor=request.app[PROCESSOR_KEY], controllers=controllers,
                                        settings=settings)
     if request.query.get("format") == "md":
@@ -447,6 +444,7 @@ class AdminSettings:
     service: DataHandling
     processor: register.ProcessorInfo
     retention_days: int
+    register_settings: register.RegisterSettings
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -477,6 +475,7 @@ def add_admin_routes(app: web.Application, settings: AdminSettings) -> None:
     app[SESSIONS_KEY] = {}
     app[PROCESSOR_KEY] = settings.processor
     app[RETENTION_KEY] = settings.retention_days
+    app[REGISTER_SETTINGS_KEY] = settings.register_settings
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/admin/api/session", sign_in)
     app.router.add_delete("/admin/api/session", sign_out)
