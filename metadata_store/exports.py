@@ -11,7 +11,10 @@ what it receives without running kijkmee.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+import json
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from metadata_store.store import ControllerRecord, RoomRecord, SessionRecord, SubjectRequestRecord
@@ -189,3 +192,24 @@ SCHEMAS = {
     "request-report-1.json": REQUEST_REPORT_SCHEMA,
 }
 """File name in docs/schemas/ (and under /privacy/schemas/) -> schema."""
+
+
+def schema_text(schema: Mapping[str, Any]) -> str:
+    """A schema as its file in docs/schemas/ holds it: sorted keys, two-space indent, final newline."""
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def write_schema_files(folder: Path) -> list[Path]:
+    """Write every schema of `SCHEMAS` into `folder` (created when missing); the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in SCHEMAS.items():
+        path = folder / name
+        path.write_text(schema_text(schema), encoding="utf-8")
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # python -m metadata_store.exports [FOLDER]: regenerate docs/schemas/
+    for written_path in write_schema_files(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/schemas")):
+        print(written_path)
