@@ -355,6 +355,14 @@ def _subject_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", type=_time, help="end of the time window (default: now)")
 
 
+ACTION_HELP = {
+    "disable": "disable an account (its sessions end at once)",
+    "enable": "enable a disabled account again",
+    "set-role": "give an account another role",
+    "set-password": "set a new password (reads it from stdin when not a terminal)",
+}
+
+
 def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML config file (as for serve)")
     parser.add_argument("--data-dir", type=Path, help="the data folder of serve (default kijkmee-data)")
@@ -394,22 +402,22 @@ def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
     requests = commands.add_parser("requests", help="data-subject requests and their deadlines")
     listing = requests.add_subparsers(dest="sub", required=True).add_parser(
         "list", help="every request; exit status 1 when one is overdue")
-    listing.add_argument("--controller")
+    listing.add_argument("--controller", help="only this controller's requests")
     listing.set_defaults(handler=requests_list)
 
     controller = commands.add_parser("controller", help="art. 2.3, 3.3: controllers, export and offboarding")
     subs = controller.add_subparsers(dest="sub", required=True)
     add = subs.add_parser("add", help="add a controller (and its data key)")
-    add.add_argument("id")
+    add.add_argument("id", help="short id: lowercase letters, digits and dashes (e.g. acme)")
     add.add_argument("--name", required=True)
     add.set_defaults(handler=controller_add)
     subs.add_parser("list", help="controllers and their status").set_defaults(handler=controller_list)
     export = subs.add_parser("export", help="all of a controller's personal data as JSON")
-    export.add_argument("id")
-    export.add_argument("--out", type=Path)
+    export.add_argument("id", help="the controller's id")
+    export.add_argument("--out", type=Path, help="write the JSON here (0600) instead of to stdout")
     export.set_defaults(handler=controller_export)
     offboard = subs.add_parser("offboard", help="end the service: delete everything after a grace period")
-    offboard.add_argument("id")
+    offboard.add_argument("id", help="the controller's id")
     offboard.add_argument("--grace-days", type=int, help="days until deletion (default: one calendar month, the most)")
     offboard.set_defaults(handler=controller_offboard)
 
@@ -420,61 +428,66 @@ def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
     verify.add_argument("--count", type=int, help="how many entries the log had when --head was exported")
     verify.set_defaults(handler=audit_verify)
     dump = subs.add_parser("export", help="the log as JSON lines")
-    dump.add_argument("--out", type=Path)
+    dump.add_argument("--out", type=Path, help="write the JSON lines here (0600) instead of to stdout")
     dump.set_defaults(handler=audit_export)
 
     operator = commands.add_parser("operator", help="annex 2: operator accounts (password + TOTP, roles)")
     subs = operator.add_subparsers(dest="sub", required=True)
     add = subs.add_parser("add", help="create an account; reads the password from stdin when not a terminal")
-    add.add_argument("username")
-    add.add_argument("--role", required=True, choices=[r.value for r in Role])
-    add.add_argument("--password-stdin", action="store_true")
+    add.add_argument("username", help="the operator's user name, as the audit log will show it")
+    add.add_argument("--role", required=True, choices=[r.value for r in Role],
+                            help="viewer, privacy_officer, admin or auditor (README: who may do what)")
+    add.add_argument("--password-stdin", action="store_true",
+                            help="read the password from the first line of stdin instead of asking")
     add.set_defaults(handler=operator_add)
     subs.add_parser("list", help="accounts and roles").set_defaults(handler=operator_list)
     for action in ("disable", "enable", "set-role", "set-password"):
-        change = subs.add_parser(action, help=f"{action.replace('-', ' ')} an account")
-        change.add_argument("username")
+        change = subs.add_parser(action, help=ACTION_HELP[action])
+        change.add_argument("username", help="the operator's user name")
         if action == "set-role":
-            change.add_argument("--role", required=True, choices=[r.value for r in Role])
+            change.add_argument("--role", required=True, choices=[r.value for r in Role],
+                            help="viewer, privacy_officer, admin or auditor (README: who may do what)")
         if action == "set-password":
-            change.add_argument("--password-stdin", action="store_true")
+            change.add_argument("--password-stdin", action="store_true",
+                            help="read the password from the first line of stdin instead of asking")
         change.set_defaults(handler=operator_change, action=action)
 
     breach = commands.add_parser("breach", help="art. 7 / GDPR art. 33: the breach register (48 hours)")
     subs = breach.add_subparsers(dest="sub", required=True)
     save = subs.add_parser("save", help="record or update a breach from a JSON file (AP form fields)")
     save.add_argument("--file", type=Path, help="JSON with the breach's fields (see README)")
-    save.add_argument("--id")
-    save.add_argument("--discovered-at", type=_time)
+    save.add_argument("--id", help="the breach's reference (overrides the file's id)")
+    save.add_argument("--discovered-at", type=_time,
+                      help="when it was discovered (default now): the 48 hours start here")
     save.set_defaults(handler=breach_save)
     subs.add_parser("list", help="breaches; exit status 1 when one is overdue").set_defaults(handler=breach_list)
     notify = subs.add_parser("notify", help="the notification for one controller (Markdown and JSON)")
-    notify.add_argument("id")
+    notify.add_argument("id", help="the breach's reference")
     notify.add_argument("--controller", required=True)
     notify.add_argument("--out", type=Path, help="write OUT.md and OUT.json")
     notify.add_argument("--sent", action="store_true", help="also record that it was sent now")
     notify.set_defaults(handler=breach_notify)
     close = subs.add_parser("close", help="close a handled breach")
-    close.add_argument("id")
+    close.add_argument("id", help="the breach's reference")
     close.add_argument("--note", help="why (required when closed without notifying)")
     close.set_defaults(handler=breach_close)
 
     backup = commands.add_parser("backup", help="annex 2: encrypted backups and a restore that keeps erasures")
     subs = backup.add_subparsers(dest="sub", required=True)
     run = subs.add_parser("run", help="write an encrypted snapshot (default DATA_DIR/backups/kijkmee-<time>.backup)")
-    run.add_argument("--out", type=Path)
+    run.add_argument("--out", type=Path, help="where to write the backup (0600)")
     run.set_defaults(handler=backup_run)
     restore = subs.add_parser(
         "restore", help="restore into a NEW, empty data folder or database, with the same key folder",
         description="Restore a backup into a new, empty store (point --data-dir or KIJKMEE_DATABASE_URL at it) "
         "using the key folder the backup was made with (--key-dir). Afterwards the deletion ledger is replayed, "
         "so erased subjects stay erased, and sessions past retention are anonymised.")
-    restore.add_argument("file", type=Path)
+    restore.add_argument("file", type=Path, help="a backup written by backup run")
     restore.set_defaults(handler=backup_restore)
 
     reg = commands.add_parser("register", help="GDPR art. 30(2): the register of processing")
-    reg.add_argument("--format", choices=("md", "json"), default="md")
-    reg.add_argument("--out", type=Path)
+    reg.add_argument("--format", choices=("md", "json"), default="md", help="Markdown for people, JSON for tools")
+    reg.add_argument("--out", type=Path, help="write it here instead of to stdout")
     reg.set_defaults(handler=register_show)
 
 

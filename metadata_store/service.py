@@ -9,6 +9,7 @@ drift apart.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -252,7 +253,7 @@ class DataHandling:
             if ok and record is not None else None
         if record is None or step is None or not await self.store.use_totp_step(record.username, step):
             if record is None:  # spend the same time as a real check, so timing does not reveal names
-                operators.verify_password(password, _DUMMY_HASH)
+                operators.verify_password(password, _dummy_hash())
             self.guard.record_failure(username, source, clock)
             safe_actor = record.username if record is not None else "unknown-operator"
             await self.store.append_audit(safe_actor, audit.Action.OPERATOR_LOGIN_FAILED, "admin", now)
@@ -307,7 +308,10 @@ class DataHandling:
         return breaches.overdue(await self.list_breaches(), self.clock())
 
 
-_DUMMY_HASH = operators.hash_password("kijkmee-no-such-operator", b"\x00" * 16)
+@functools.cache
+def _dummy_hash() -> str:
+    """A real scrypt hash to check unknown names against, so their answer takes as long (made on first use)."""
+    return operators.hash_password("kijkmee-no-such-operator", b"\x00" * 16)
 
 __all__ = [
     "Conflict", "DataHandling", "Forbidden", "NotFound", "RequestOutcome", "SignInFailed", "SubjectQuery", "authorise",

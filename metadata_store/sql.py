@@ -64,7 +64,13 @@ class Dialect:
 class Db(Protocol):
     dialect: Dialect
 
-    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+    def transaction(self, snapshot: bool = False) -> AbstractAsyncContextManager[Tx]:
+        """A transaction; `snapshot`: read-only, every statement sees the same moment (backups)."""
+        ...
+    async def schema_version(self, tx: Tx) -> int: ...
+    async def after_restore(self, tx: Tx) -> None:
+        """Bring counters (identity sequences) past the ids a restore inserted."""
+        ...
     async def compact(self, tables: Sequence[str]) -> None:
         """Reclaim deleted rows' space so their bytes do not linger (VACUUM), outside any transaction."""
         ...
@@ -128,6 +134,11 @@ class SqlStore:
     def __init__(self, db: Db, keys: KeyStore) -> None:
         self._db = db
         self.keys = keys
+
+    @property
+    def db(self) -> Db:
+        """The backend's connection, for the backup module."""
+        return self._db
 
     # --- helpers --------------------------------------------------------------------------------------
 
@@ -278,20 +289,21 @@ class SqlStore:
     async def close_session(self, session_id: int, now: dt.datetime, participants: int | None = None) -> None:
         async with self._db.transaction() as tx:
             await tx.execute(
-                "UPDATE sessions SET left_at = ?, participants = COALESCE(?, participants)"
-                " WHERE id = ? AND left_at IS NULL",
+                "UPDATE sessions SET left_at = ?, participants = CASE WHEN restricted_at IS NULL"
+                " THEN COALESCE(?, participants) END WHERE id = ? AND left_at IS NULL",
                 _utc(now), participants, session_id,
             )
 
     async def note_participants(self, session_ids: Iterable[int], count: int) -> None:
-        """Raise each session's participant count to `count` (the most people seen together)."""
+        """Raise each session's participant count to `count` (the most people seen together); restricted
+        sessions get no telemetry."""
         ids = list(session_ids)
         if not ids:
             return
         async with self._db.transaction() as tx:
             await tx.execute(
                 f"UPDATE sessions SET participants = ? WHERE id IN ({_in(ids)})"
-                " AND (participants IS NULL OR participants < ?)",
+                " AND (participants IS NULL OR participants < ?) AND restricted_at IS NULL",
                 count, *ids, count,
             )
 
@@ -455,20 +467,22 @@ class SqlStore:
         unknown = set(changes) - {"name", "phone", "email"}
         if unknown or not changes:
             raise ValueError("rectify changes name, phone or email")
-        key = self._key(controller_id)
         async with self._db.transaction() as tx:
-            await self._owned(tx, controller_id, ids)
-            for column, value in changes.items():
-                blob = None if value is None else key.encrypt("sessions", column, value)
-                index = None if value is None else key.blind_index(column, value)
-                await tx.execute(
-                    f"UPDATE sessions SET {column} = ?, {column}_index = ?"
-                    f" WHERE controller_id = ? AND id IN ({_in(ids)})",
-                    blob, index, controller_id, *ids,
-                )
+            owned = await self._owned(tx, controller_id, ids)
+            if owned:  # none: still recorded, but `IN ()` is no SQL for PostgreSQL
+                key = self._key(controller_id)
+                for column, value in changes.items():
+                    blob = None if value is None else key.encrypt("sessions", column, value)
+                    index = None if value is None else key.blind_index(column, value)
+                    await tx.execute(
+                        f"UPDATE sessions SET {column} = ?, {column}_index = ?"
+                        f" WHERE controller_id = ? AND id IN ({_in(ids)})",
+                        blob, index, controller_id, *ids,
+                    )
             await self._audit(tx, actor, audit.Action.SUBJECT_RECTIFY, object_id, now)
-        await self._db.compact(["sessions"])
-        return len(ids)
+        if owned:
+            await self._db.compact(["sessions"])
+        return len(owned)
 
     async def erase_sessions(
         self, controller_id: str, ids: Sequence[int], actor: str, now: dt.datetime, object_id: str
@@ -566,6 +580,11 @@ class SqlStore:
             due = [r[0] for r in await tx.fetch(
                 "SELECT id FROM controllers WHERE status = 'offboarding' AND delete_after <= ? ORDER BY id", _utc(now)
             )]
+            deleted = [r[0] for r in await tx.fetch("SELECT id FROM controllers WHERE status = 'deleted'")]
+        # A purge stopped between its commit and the key's destruction left a deleted controller's key
+        # behind; nothing else would ever remove it.
+        for controller_id in deleted:
+            self.keys.destroy(controller_id)
         for controller_id in due:
             await self.delete_controller(controller_id, actor, now)
         return due

@@ -140,12 +140,22 @@ MIGRATIONS: list[Migration] = [
     ),
 ]
 
+
+def _rounded_minutes(start: str, end: str) -> str:
+    """Minutes between two timestamp columns, to the nearest 5, halves away from zero as PostgreSQL's
+    numeric round does. In exact integer microseconds: julianday's float is off by some microseconds,
+    so a duration of exactly 12.5 minutes came out 10 here and 15 on PostgreSQL."""
+    micros = (
+        f"((CAST(strftime('%s', {end}) AS INTEGER) - CAST(strftime('%s', {start}) AS INTEGER)) * 1000000"
+        f" + CAST(substr({end}, 21, 6) AS INTEGER) - CAST(substr({start}, 21, 6) AS INTEGER))"  # stored .ffffff
+    )
+    return f"(CASE WHEN {micros} < 0 THEN -5 ELSE 5 END * ((abs({micros}) + 150000000) / 300000000))"
+
+
 DIALECT = Dialect(
     name="sqlite",
     day=lambda column: f"substr({column}, 1, 10)",
-    rounded_minutes=lambda start, end: (
-        f"CAST(round((julianday({end}) - julianday({start})) * 1440.0 / 5.0) * 5 AS INTEGER)"
-    ),
+    rounded_minutes=lambda start, end: _rounded_minutes(start, end),
     random_hex="lower(hex(randomblob(16)))",
     audit_lock=None,  # BEGIN IMMEDIATE already holds the database's one write lock
 )
@@ -242,19 +252,23 @@ class SQLiteStore(SqlStore):
         connection = await loop.run_in_executor(executor, connect)
         db = SqliteDb(connection, executor)
         try:
-            await _migrate(db, keys, now or dt.datetime.now(dt.UTC))
+            if await _migrate(db, keys, now or dt.datetime.now(dt.UTC)):
+                # Migration 2 re-wrote v1's plaintext IPs and names encrypted; their old pages must not
+                # wait for some later checkpoint to leave the file.
+                await db.compact(())
         except BaseException:
             await db.close()
             raise
         return cls(db, keys)
 
 
-async def _migrate(db: SqliteDb, keys: KeyStore, now: dt.datetime) -> None:
+async def _migrate(db: SqliteDb, keys: KeyStore, now: dt.datetime) -> list[int]:
     """Apply pending migrations in one write transaction; the version is read inside it, so two
-    processes opening a fresh file at once cannot both create the tables."""
+    processes opening a fresh file at once cannot both create the tables. Returns the versions applied."""
     async with db.transaction() as tx:
         current = int((await tx.fetch("PRAGMA user_version"))[0][0])
         applied = {version for version, _ in MIGRATIONS if version <= current}
         done = await run_migrations(tx, MIGRATIONS, applied, keys, now)
         if done:
             await tx.execute(f"PRAGMA user_version = {int(done[-1])}")
+    return done

@@ -8,12 +8,14 @@ tests get a database of their own (created, then dropped WITH (FORCE)) on the se
 from __future__ import annotations
 
 import datetime as dt
+import re
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -37,6 +39,69 @@ IGNORED_TABLES = {"sqlite": frozenset({"sqlite_sequence"}), "postgres": BOOKKEEP
 LiveColumn = tuple[str, str, bool]
 """(name, type as the database reports it, nullable)"""
 
+_PLACEHOLDER = re.compile(r"\?")
+
+
+@dataclass(frozen=True)
+class RawDb:
+    """The database as someone with direct access sees it: the driver, no store, no key in between.
+
+    Statements use ``?`` placeholders on both backends; timestamps are passed as aware datetimes and
+    stored the way the store stores them (ISO 8601 UTC text in SQLite)."""
+
+    kind: str
+    path: Path | None = None
+    """The SQLite file (None for PostgreSQL)."""
+    dsn: str | None = None
+    """The PostgreSQL database (None for SQLite)."""
+
+    def _sqlite(self) -> sqlite3.Connection:
+        assert self.path is not None
+        return sqlite3.connect(self.path, timeout=30, isolation_level=None)
+
+    @staticmethod
+    def _sqlite_param(value: Any) -> Any:
+        if isinstance(value, dt.datetime):
+            return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+        return value
+
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+        if self.kind == "sqlite":
+            with closing(self._sqlite()) as db:
+                return [tuple(r) for r in db.execute(sql, tuple(self._sqlite_param(a) for a in args)).fetchall()]
+        db = await asyncpg.connect(self.dsn)
+        try:
+            return [tuple(r) for r in await db.fetch(_numbered(sql), *args)]
+        finally:
+            await db.close()
+
+    async def execute(self, *statements: str | tuple[str, Sequence[Any]]) -> None:
+        """Run statements (text, or (text, arguments)) in order, each committed on its own."""
+        if self.kind == "sqlite":
+            with closing(self._sqlite()) as db:
+                for statement in statements:
+                    sql, args = (statement, ()) if isinstance(statement, str) else statement
+                    db.execute(sql, tuple(self._sqlite_param(a) for a in args))
+            return
+        db = await asyncpg.connect(self.dsn)
+        try:
+            for statement in statements:
+                sql, args = (statement, ()) if isinstance(statement, str) else statement
+                await db.execute(_numbered(sql), *args)
+        finally:
+            await db.close()
+
+    def file_bytes(self) -> bytes:
+        """SQLite: the database file followed by its write-ahead log, as they are on disk now."""
+        assert self.path is not None
+        wal = self.path.with_name(self.path.name + "-wal")
+        return self.path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def _numbered(sql: str) -> str:
+    counter = iter(range(1, 10_000))
+    return _PLACEHOLDER.sub(lambda _: f"${next(counter)}", sql)
+
 
 @dataclass(frozen=True)
 class Backend:
@@ -50,6 +115,8 @@ class Backend:
     """Migration versions the database records as applied."""
     keys: KeyStore
     """The key folder the stores of this backend share."""
+    raw: RawDb
+    """The same database through its driver alone, as an attacker or a backup would see it."""
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -59,6 +126,12 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     else:
         async with fresh_postgres_database() as dsn:
             yield _postgres_backend(dsn, KeyStore(tmp_path / "keys"))
+
+
+@pytest.fixture
+def sqlite_backend(tmp_path: Path) -> Backend:
+    """SQLite alone, for what only a file on disk can show (bytes left in the file or its WAL)."""
+    return _sqlite_backend(tmp_path / "data" / "kijkmee.sqlite3", KeyStore(tmp_path / "keys"))
 
 
 @pytest.fixture
@@ -116,7 +189,9 @@ def _sqlite_backend(path: Path, keys: KeyStore) -> Backend:
             current = int(db.execute("PRAGMA user_version").fetchone()[0])
         return [version for version, _ in SQLITE_MIGRATIONS if version <= current]
 
-    return Backend("sqlite", lambda: SQLiteStore.open(path, keys), live_tables, applied_versions, keys)
+    return Backend(
+        "sqlite", lambda: SQLiteStore.open(path, keys), live_tables, applied_versions, keys, RawDb("sqlite", path=path)
+    )
 
 
 def _postgres_backend(dsn: str, keys: KeyStore) -> Backend:
@@ -148,4 +223,7 @@ def _postgres_backend(dsn: str, keys: KeyStore) -> Backend:
         finally:
             await db.close()
 
-    return Backend("postgres", lambda: PostgresStore.open(dsn, keys, max_size=5), live_tables, applied_versions, keys)
+    return Backend(
+        "postgres", lambda: PostgresStore.open(dsn, keys, max_size=5), live_tables, applied_versions, keys,
+        RawDb("postgres", dsn=dsn),
+    )
