@@ -366,7 +366,7 @@ ACTION_HELP = {
 def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="TOML config file (as for serve)")
     parser.add_argument("--data-dir", type=Path, help="the data folder of serve (default kijkmee-data)")
-    parser.add_argument("--key-dir", type=Path, help="the key folder (default DATA_DIR/keys)")
+    parser.add_argument("--key-dir", type=Path, help="the key folder (default DATA_DIR-keys, beside the data folder)")
     parser.add_argument("--as", dest="actor", metavar="NAME",
                         help="operator account to act as (default: KIJKMEE_OPERATOR, else your login name)")
     commands = parser.add_subparsers(dest="admin_command", metavar="COMMAND", required=True)

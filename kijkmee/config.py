@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from metadata_store.crypto import default_key_folder
 from metadata_store.subprocessors import SubProcessor, SubprocessorRefused, subprocessors_from_config
 
 ENV_PREFIX = "KIJKMEE_"
@@ -70,7 +71,8 @@ class ServeConfig:
     key_dir: Path | None = None
     """Folder of the per-controller data keys that encrypt IPs and typed values. Keep it apart from
     the database and out of its backups (destroying a key makes that controller's backups unreadable).
-    Every node sharing a database needs the same keys. Default: the folder keys in data_dir."""
+    Every node sharing a database needs the same keys. Default: beside data_dir, named data_dir-keys
+    (kijkmee-data-keys), so a copy of the data folder never holds them."""
 
     retention_days: int = 90
     """Days after which a session's IP and typed values are deleted and only anonymous telemetry
@@ -194,7 +196,7 @@ class ServeConfig:
             raise ConfigError(f"subprocessors_file: {exc}") from None
 
     def keys_folder(self) -> Path:
-        return self.key_dir if self.key_dir is not None else self.data_dir / "keys"
+        return self.key_dir if self.key_dir is not None else default_key_folder(self.data_dir)
 
     def base_url(self, port: int | None = None) -> str:
         """The URL printed for people to open; `port` is the bound port when `port` was 0."""

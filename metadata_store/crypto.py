@@ -20,6 +20,7 @@ import ipaddress
 import os
 import re
 import secrets
+import time
 import unicodedata
 from dataclasses import dataclass
 from functools import cached_property
@@ -46,6 +47,13 @@ class MissingKey(LookupError):
 
 class CryptoError(ValueError):
     """A stored value failed authentication: damaged, or moved from another column or controller."""
+
+
+def default_key_folder(data_folder: Path) -> Path:
+    """Where keys go when no key folder is configured: beside the data folder, not inside it
+    (`kijkmee-data` -> `kijkmee-data-keys`), so copying the data folder never copies the keys."""
+    absolute = data_folder.absolute()
+    return absolute.parent / f"{absolute.name}-keys"
 
 
 def check_controller_id(controller_id: str) -> str:
@@ -84,7 +92,10 @@ def normalise_phone(value: str, default_country: str = "31") -> str:
 
 def normalise_ip(value: str) -> str:
     """The canonical text of an address; an IPv4-mapped IPv6 address is its IPv4 address."""
-    address = ipaddress.ip_address(value.strip().split("%", 1)[0])
+    try:
+        address = ipaddress.ip_address(value.strip().split("%", 1)[0])
+    except ValueError:
+        raise ValueError("not an IP address") from None  # without the value: messages may reach a log
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return address.compressed
@@ -153,9 +164,14 @@ class KeyStore:
     storage you can trust with that, or on an encrypted volume (README, "data handling").
     """
 
+    RECHECK_SECONDS = 5.0
+    """A cached key is trusted this long; then the file is looked at again, so a key another node
+    destroyed (offboarding) stops working here within seconds, not at the next restart."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._cache: dict[str, DataKey] = {}
+        self._checked: dict[str, float] = {}
 
     def _path(self, controller_id: str) -> Path:
         return self.folder / f"{check_controller_id(controller_id)}.key"
@@ -181,12 +197,19 @@ class KeyStore:
         _fsync_dir(self.folder)
         data_key = DataKey(controller_id, key)
         self._cache[controller_id] = data_key
+        self._checked[controller_id] = time.monotonic()
         return data_key
 
     def get(self, controller_id: str) -> DataKey:
         cached = self._cache.get(controller_id)
+        now = time.monotonic()
         if cached is not None:
-            return cached
+            if now - self._checked.get(controller_id, 0.0) < self.RECHECK_SECONDS:
+                return cached
+            if self._path(controller_id).exists():
+                self._checked[controller_id] = now
+                return cached
+            self._cache.pop(controller_id, None)
         path = self._path(controller_id)
         try:
             text = path.read_bytes()
@@ -197,10 +220,11 @@ class KeyStore:
             raise MissingKey(f"the key file for controller {controller_id!r} is damaged")
         data_key = DataKey(controller_id, key)
         self._cache[controller_id] = data_key
+        self._checked[controller_id] = now
         return data_key
 
     def exists(self, controller_id: str) -> bool:
-        return controller_id in self._cache or self._path(controller_id).exists()
+        return self._path(controller_id).exists()
 
     def destroy(self, controller_id: str) -> bool:
         """Overwrite and remove the key. Returns False when there was none."""

@@ -353,7 +353,7 @@ class SqlStore:
                 "INSERT INTO visits (visitor, day, duration_minutes, participants, route, setup_ms)"
                 f" SELECT {d.random_hex}, {d.day('joined_at')}, {d.rounded_minutes('joined_at', 'left_at')},"
                 " participants, route, (setup_ms + 50) / 100 * 100"
-                " FROM sessions WHERE joined_at < ? AND restricted_at IS NULL",
+                " FROM sessions WHERE joined_at < ? AND restricted_at IS NULL ORDER BY random()",
                 _utc(cutoff),
             )
             anonymised = await tx.execute("DELETE FROM sessions WHERE joined_at < ?", _utc(cutoff))
@@ -585,9 +585,15 @@ class SqlStore:
         # behind; nothing else would ever remove it.
         for controller_id in deleted:
             self.keys.destroy(controller_id)
+        done = []
         for controller_id in due:
-            await self.delete_controller(controller_id, actor, now)
-        return due
+            try:
+                await self.delete_controller(controller_id, actor, now)
+            except Conflict:  # another node purged it first
+                self.keys.destroy(controller_id)
+                continue
+            done.append(controller_id)
+        return done
 
     async def delete_controller(self, controller_id: str, actor: str, now: dt.datetime) -> None:
         async with self._db.transaction() as tx:

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from metadata_store.crypto import KeyStore
+from metadata_store.crypto import KeyStore, default_key_folder
 from metadata_store.sql import Dialect, Migration, SqlStore, Tx, encrypt_v1_sessions, run_migrations
 
 T = TypeVar("T")
@@ -232,9 +232,9 @@ class SQLiteStore(SqlStore):
 
     @classmethod
     async def open(cls, path: Path, keys: KeyStore | None = None, now: dt.datetime | None = None) -> SQLiteStore:
-        """Open (creating and migrating) the database. `keys` defaults to the folder `keys` beside it."""
+        """Open (creating and migrating) the database. `keys` defaults to `<folder>-keys` beside its folder."""
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        keys = keys or KeyStore(path.parent / "keys")
+        keys = keys or KeyStore(default_key_folder(path.parent))
         # Personal data: the file is the owner's alone. SQLite gives its -wal and -shm files the
         # main file's permissions, so creating it 0600 covers those too.
         os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))

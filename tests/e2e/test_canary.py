@@ -37,7 +37,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from metadata_store.backup import LEDGER_FILE, read_backup
-from metadata_store.crypto import KeyStore
+from metadata_store.crypto import KeyStore, default_key_folder
 from metadata_store.schema import PERSONAL, TABLES, DataClass, Protection
 from metadata_store.store import DEFAULT_CONTROLLER
 from tests import stored
@@ -241,7 +241,7 @@ def admin(data_dir: Path, actor: str | None, *args: str, stdin: str = "") -> str
 def session_ciphertexts(data_dir: Path, name: str) -> list[bytes]:
     """The stored bytes of the session of the person who typed `name`: the name's and the IP's
     ciphertext and the name's blind index, read the way someone with the files and keys would."""
-    key = KeyStore(data_dir / "keys").get(DEFAULT_CONTROLLER)
+    key = KeyStore(default_key_folder(data_dir)).get(DEFAULT_CONTROLLER)
     uri = f"file:{data_dir / 'kijkmee.sqlite3'}?mode=ro"
     with closing(sqlite3.connect(uri, uri=True)) as db:
         rows = db.execute("SELECT ip, name, name_index FROM sessions WHERE controller_id = ?",
@@ -361,9 +361,12 @@ def test_canary_markers_and_an_erased_name_are_found_nowhere(
         assert server.process.stdout is not None
         stdout = server.process.stdout.read()
     stopped_files = assert_data_folder_clean(data_dir, forbidden, plaintext, "server stopped")
+    key_leaks = [f"{path.name}: {', '.join(hits)}" for path in files_under(default_key_folder(data_dir))
+                 if (hits := occurrences(path.read_bytes(), {**forbidden, **plaintext}))]
+    assert not key_leaks, f"found in the key folder (keys, deletion ledger): {key_leaks}"
 
     # The deletion ledger (in the key folder, inside the data folder here) recorded the erasure by id only.
-    ledger = [json.loads(line) for line in (data_dir / "keys" / LEDGER_FILE).read_text().splitlines()]
+    ledger = [json.loads(line) for line in (default_key_folder(data_dir) / LEDGER_FILE).read_text().splitlines()]
     assert [entry["kind"] for entry in ledger] == ["erase"] and len(ledger[0]["session_ids"]) == 1
 
     # The server's output: no marker, no erased or kept name, no participant's IP. Only its own
@@ -379,7 +382,7 @@ def test_canary_markers_and_an_erased_name_are_found_nowhere(
 
     # The backup: nothing forbidden in its bytes or in its decrypted content; IPs and names only in
     # their own columns once decrypted, and only A's and C's.
-    assert_backup(backup, KeyStore(data_dir / "keys"), markers, forbidden)
+    assert_backup(backup, KeyStore(default_key_folder(data_dir)), markers, forbidden)
 
     # The live database, read with the key folder: A without a name, C with hers, B gone.
     assert stored.session_rows(data_dir) == [(room_id, IP, None, 1), (room_id, IP, markers.kept_name, 1)]

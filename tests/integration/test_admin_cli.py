@@ -36,7 +36,7 @@ from kijkmee.cli import build_parser, main
 from kijkmee.config import ServeConfig
 from kijkmee.storage import open_store
 from metadata_store import breaches
-from metadata_store.crypto import NORMALISERS
+from metadata_store.crypto import NORMALISERS, default_key_folder
 from metadata_store.exports import CONTROLLER_EXPORT_SCHEMA, REQUEST_REPORT_SCHEMA, SCHEMAS, SUBJECT_EXPORT_SCHEMA
 from metadata_store.register import validate_register
 from metadata_store.sql import SqlStore
@@ -189,10 +189,16 @@ def accounts(tmp_path_factory: pytest.TempPathFactory) -> Accounts:
     return Accounts(template=data, made=made, listing=listing)
 
 
+def copy_installation(template: Path, target: Path) -> Path:
+    """Copy a data folder and its key folder (kept beside it, not inside)."""
+    shutil.copytree(default_key_folder(template), default_key_folder(target))
+    return Path(shutil.copytree(template, target))
+
+
 @pytest.fixture
 def data_dir(accounts: Accounts, tmp_path: Path) -> Path:
     """A fresh copy of the template folder: its own database, keys and operators."""
-    return Path(shutil.copytree(accounts.template, tmp_path / "data"))
+    return copy_installation(accounts.template, tmp_path / "data")
 
 
 # --- operators and the authorisation matrix ------------------------------------------------------------
@@ -217,7 +223,7 @@ def test_bootstrap_makes_the_first_admin_who_adds_the_others(accounts: Accounts,
     refused(weak, "too common")
 
     # Once accounts exist, only a role with operators.manage adds more.
-    data = Path(shutil.copytree(accounts.template, tmp_path / "data"))
+    data = copy_installation(accounts.template, tmp_path / "data")
     refused(admin(data, "pim", "operator", "add", "mallory", "--role", "admin", stdin=PASSWORDS["pim"] + "\n"),
             "may not", "operators.manage")
     assert ok(admin(data, "ada", "operator", "list")).stdout == accounts.listing.stdout
@@ -255,7 +261,7 @@ def test_a_role_without_the_permission_is_refused_and_nothing_changes(data_dir: 
     after = with_store(data_dir, state)
     assert after == before
     assert [s.id for s in after[0]] == ids
-    assert not (data_dir / "keys" / "acme.key").exists()
+    assert not (default_key_folder(data_dir) / "acme.key").exists()
 
 
 # --- data-subject requests -----------------------------------------------------------------------------
@@ -385,7 +391,7 @@ def test_requests_list_shows_deadlines_and_fails_when_one_is_overdue(data_dir: P
 def test_controller_export_and_offboarding_delete_only_that_controller(data_dir: Path) -> None:
     added = ok(admin(data_dir, "ada", "controller", "add", "acme", "--name", "Acme BV"))
     assert added.stdout == "controller acme (Acme BV): active\n"
-    key = data_dir / "keys" / "acme.key"
+    key = default_key_folder(data_dir) / "acme.key"
     assert key.exists()
 
     async def setup(store: SqlStore) -> tuple[list[int], list[int]]:
@@ -420,7 +426,7 @@ def test_controller_export_and_offboarding_delete_only_that_controller(data_dir:
     run = ok(admin(data_dir, "ada", "retention", "run"))
     assert "deleted controllers whose grace period ended: acme\n" in run.stdout
     assert not key.exists()
-    assert (data_dir / "keys" / "default.key").exists()
+    assert (default_key_folder(data_dir) / "default.key").exists()
 
     async def check(store: SqlStore) -> None:
         acme = await store.get_controller("acme")

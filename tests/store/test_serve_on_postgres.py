@@ -9,7 +9,7 @@ import pytest
 
 from kijkmee.config import ConfigError, ServeConfig
 from kijkmee.serve import running
-from metadata_store.crypto import KeyStore
+from metadata_store.crypto import KeyStore, default_key_folder
 from metadata_store.store import DEFAULT_CONTROLLER
 from tests.integration.sio_helpers import Participant, create_room
 from tests.store.conftest import fresh_postgres_database
@@ -34,7 +34,7 @@ async def test_a_join_is_recorded_in_postgres(tmp_path: Path) -> None:
         [(room_id, ip, name, closed)] = [tuple(r) for r in rows]
         assert (room_id, closed) == (room, True)
         assert b"127.0.0.1" not in ip and b"Anna" not in name
-        key = KeyStore(tmp_path / "d" / "keys").get(DEFAULT_CONTROLLER)
+        key = KeyStore(default_key_folder(tmp_path / "d")).get(DEFAULT_CONTROLLER)
         assert (key.decrypt("sessions", "ip", ip), key.decrypt("sessions", "name", name)) == ("127.0.0.1", "Anna")
         # ... and nothing went to a SQLite file instead.
         assert not (tmp_path / "d" / "kijkmee.sqlite3").exists()
