@@ -147,7 +147,8 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
             subprocessors=config.subprocessors(),
         )
         admin = AdminSettings(
-            DataHandling(store), processor_info(config), config.retention_days, register_settings(config)
+            DataHandling(store), processor_info(config), config.retention_days, register_settings(config),
+            backup_dir=config.data_dir / "backups",
         )
         runner = web.AppRunner(
             create_app(settings, store, admin), access_log=None, handle_signals=False, shutdown_timeout=5

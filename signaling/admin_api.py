@@ -20,6 +20,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +41,7 @@ ADMIN_KEY: web.AppKey[DataHandling] = web.AppKey("admin", DataHandling)
 SESSIONS_KEY: web.AppKey[dict[str, AdminSession]] = web.AppKey("admin_sessions", dict)
 PROCESSOR_KEY: web.AppKey[register.ProcessorInfo] = web.AppKey("processor", register.ProcessorInfo)
 RETENTION_KEY: web.AppKey[int] = web.AppKey("retention_days", int)
+BACKUP_DIR_KEY: web.AppKey[Path | None] = web.AppKey("backup_dir")
 REGISTER_SETTINGS_KEY: web.AppKey[register.RegisterSettings] = web.AppKey("register", register.RegisterSettings)
 
 
@@ -412,6 +414,16 @@ async def show_register(request: web.Request, caller: Caller) -> web.StreamRespo
     return _ok(document)
 
 
+async def run_backup(request: web.Request, caller: Caller) -> web.StreamResponse:
+    """Write an encrypted backup into the configured folder (restoring needs the machine: the CLI)."""
+    folder = request.app[BACKUP_DIR_KEY]
+    if folder is None:
+        raise Conflict("backups through the API are off on this node; use kijkmee admin backup run")
+    admin = request.app[ADMIN_KEY]
+    summary = await admin.backup(folder / f"kijkmee-{admin.clock():%Y%m%dT%H%M%S%fZ}.backup", caller.username)
+    return _ok({"file": summary.path.name, "rows": summary.counts, "created_at": iso(summary.created_at)}, 201)
+
+
 ROUTES: tuple[tuple[str, str, P | None, Handler], ...] = (
     ("GET", "/admin/api/me", None, me),
     ("GET", "/admin/api/controllers", P.REGISTER_READ, list_controllers),
@@ -435,6 +447,7 @@ ROUTES: tuple[tuple[str, str, P | None, Handler], ...] = (
     ("POST", "/admin/api/breaches/{id}/notify", P.BREACHES_NOTIFY, notify_breach),
     ("GET", "/admin/api/breaches/{id}/notification", P.BREACHES_READ, breach_notification),
     ("GET", "/admin/api/register", P.REGISTER_READ, show_register),
+    ("POST", "/admin/api/backups", P.BACKUP_RUN, run_backup),
 )
 """(method, path, permission, handler): the authorisation matrix of the API, as data."""
 
@@ -445,6 +458,8 @@ class AdminSettings:
     processor: register.ProcessorInfo
     retention_days: int
     register_settings: register.RegisterSettings
+    backup_dir: Path | None = None
+    """Where POST /admin/api/backups writes; None: backups only through the CLI."""
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
@@ -476,6 +491,7 @@ def add_admin_routes(app: web.Application, settings: AdminSettings) -> None:
     app[PROCESSOR_KEY] = settings.processor
     app[RETENTION_KEY] = settings.retention_days
     app[REGISTER_SETTINGS_KEY] = settings.register_settings
+    app[BACKUP_DIR_KEY] = settings.backup_dir
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/admin/api/session", sign_in)
     app.router.add_delete("/admin/api/session", sign_out)

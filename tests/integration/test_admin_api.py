@@ -20,6 +20,8 @@ from kijkmee.config import ServeConfig
 from kijkmee.serve import RunningServer, running
 from kijkmee.storage import open_store
 from metadata_store import operators
+from metadata_store.backup import read_backup
+from metadata_store.crypto import KeyStore, default_key_folder
 from metadata_store.exports import SUBJECT_EXPORT_SCHEMA
 from metadata_store.operators import Role, allowed
 from metadata_store.service import DataHandling
@@ -261,3 +263,14 @@ async def test_metrics_flag_an_overdue_breach(site: Site) -> None:
     ) as r:
         text = await r.text()
     assert re.search(r"^kijkmee_breaches_overdue 1$", text, re.M), text
+
+
+async def test_an_admin_writes_an_encrypted_backup_through_the_api(site: Site) -> None:
+    session, csrf = await signed_in(site, Role.ADMIN)
+    async with session.post(f"{site.live.url}/admin/api/backups", headers={"X-CSRF-Token": csrf}) as r:
+        body = await r.json()
+        assert r.status == 201, body
+    path = site.data_dir / "backups" / body["file"]
+    assert path.stat().st_mode & 0o777 == 0o600
+    header, _ = read_backup(path, KeyStore(default_key_folder(site.data_dir)))
+    assert header["counts"] == body["rows"] and header["counts"]["operators"] == len(Role)
