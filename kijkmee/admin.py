@@ -182,6 +182,30 @@ async def controller_offboard(ctx: Context, args: argparse.Namespace) -> int:
     return 0
 
 
+async def apikey_create(ctx: Context, args: argparse.Namespace) -> int:
+    await ctx.require(P.OPERATORS_MANAGE)
+    record, key = await ctx.service.create_api_key(args.controller, args.label or "", ctx.actor)
+    print(f"API key {record.id} for controller {record.controller_id} ({record.label}). Give this to the"
+          " controller now; it is shown only once and kijkmee keeps only a hash:", file=sys.stderr)
+    print(key)
+    return 0
+
+
+async def apikey_list(ctx: Context, args: argparse.Namespace) -> int:
+    await ctx.require(P.OPERATORS_MANAGE)
+    for k in await ctx.store.list_api_keys(args.controller):
+        state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+        print(f"{k.id}  {k.controller_id}  {state}  created {k.created_at:%Y-%m-%d}  {k.label}")
+    return 0
+
+
+async def apikey_revoke(ctx: Context, args: argparse.Namespace) -> int:
+    await ctx.require(P.OPERATORS_MANAGE)
+    await ctx.store.revoke_api_key(args.id, ctx.actor, dt.datetime.now(dt.UTC))
+    print(f"API key {args.id} revoked: it stops working now")
+    return 0
+
+
 async def audit_verify(ctx: Context, args: argparse.Namespace) -> int:
     await ctx.require(P.AUDIT_VERIFY)
     result = await ctx.service.verify_audit(args.head, args.count)
@@ -420,6 +444,19 @@ def add_admin_arguments(parser: argparse.ArgumentParser) -> None:
     offboard.add_argument("id", help="the controller's id")
     offboard.add_argument("--grace-days", type=int, help="days until deletion (default: one calendar month, the most)")
     offboard.set_defaults(handler=controller_offboard)
+
+    apikey = commands.add_parser("apikey", help="API keys for a controller's systems (/api/v1)")
+    subs = apikey.add_subparsers(dest="sub", required=True)
+    create = subs.add_parser("create", help="make a key; it is printed once, only its hash is kept")
+    create.add_argument("--controller", required=True, help="the controller the key acts for")
+    create.add_argument("--label", help="what it is for, e.g. 'webshop'")
+    create.set_defaults(handler=apikey_create)
+    keys_list = subs.add_parser("list", help="keys and whether they are active")
+    keys_list.add_argument("--controller", help="only this controller's keys")
+    keys_list.set_defaults(handler=apikey_list)
+    revoke = subs.add_parser("revoke", help="stop a key working, at once")
+    revoke.add_argument("id", help="the key's id (the part after kmk_, before the next _)")
+    revoke.set_defaults(handler=apikey_revoke)
 
     audit_parser = commands.add_parser("audit", help="annex 2: the hash-chained audit log")
     subs = audit_parser.add_subparsers(dest="sub", required=True)

@@ -44,7 +44,7 @@ MAGIC = b"KIJKMEE-BACKUP\x00\x01\n"
 FORMAT = "kijkmee-backup-1"
 CHUNK = 1 << 20
 ROWS_PER_LINE = 500
-RESTORE_ORDER = ("controllers", "rooms", "sessions", "visits", "subject_requests", "audit_log", "operators",
+RESTORE_ORDER = ("controllers", "api_keys", "rooms", "sessions", "visits", "subject_requests", "audit_log", "operators",
                  "breaches")
 LEDGER_FILE = "deletion-ledger.jsonl"
 
@@ -240,7 +240,8 @@ async def restore_backup(
         if header["schema_version"] != await store.db.schema_version(tx):
             raise BackupError(f"the backup has schema version {header['schema_version']}; this store another:"
                               " restore it with the kijkmee version that made it, then upgrade")
-        for table in ("sessions", "rooms", "audit_log", "operators", "breaches", "subject_requests", "visits"):
+        for table in ("sessions", "rooms", "audit_log", "operators", "breaches", "subject_requests", "visits",
+                      "api_keys"):
             if (await tx.fetch(f"SELECT COUNT(*) FROM {table}"))[0][0]:  # noqa: S608
                 raise BackupError("restore only into a new, empty store (a fresh data folder or database)")
         await tx.execute("DELETE FROM controllers")  # only the default one open_store made, with nothing in it

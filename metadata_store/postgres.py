@@ -152,6 +152,25 @@ MIGRATIONS: list[Migration] = [
             )""",
         ],
     ),
+    (
+        3,
+        [
+            "ALTER TABLE rooms ADD COLUMN capacity BIGINT NOT NULL DEFAULT 3",
+            "ALTER TABLE rooms ADD COLUMN relay_only BIGINT NOT NULL DEFAULT 0",
+            "ALTER TABLE rooms ADD COLUMN ask TEXT NOT NULL DEFAULT 'name'",
+            "ALTER TABLE rooms ADD COLUMN embed_origins TEXT",
+            "ALTER TABLE rooms ADD COLUMN extend BIGINT NOT NULL DEFAULT 1",
+            f"""CREATE TABLE api_keys (
+                id TEXT NOT NULL PRIMARY KEY,
+                controller_id TEXT NOT NULL REFERENCES controllers(id),
+                secret_hash TEXT NOT NULL,
+                label TEXT NOT NULL,
+                created_at {_TS} NOT NULL,
+                revoked_at {_TS}
+            )""",
+            "CREATE INDEX api_keys_controller ON api_keys (controller_id)",
+        ],
+    ),
 ]
 
 AUDIT_LOCK_KEY = 0x6B696A6B6D6561  # serialises audit appends across nodes

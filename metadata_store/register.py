@@ -228,6 +228,11 @@ TABLE_CATEGORIES: dict[str, ProcessingCategory] = {
         "trace every read and write of personal data to an operator, the API or a job, by id only",
         (),
     ),
+    "api_keys": ProcessingCategory(
+        "api_keys", "controller API keys", "API-sleutels van verwerkingsverantwoordelijken",
+        "let a controller's own systems create and end call links; only a hash of each key is kept",
+        (),
+    ),
     "operators": ProcessingCategory(
         "operators", "operator accounts", "beheerdersaccounts",
         "let the processor's staff sign in with a password and a second factor, in a role; holds no data "

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import hashlib
+import hmac
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -23,6 +25,7 @@ from metadata_store.sql import SqlStore, add_months, retention_cutoff
 from metadata_store.store import (
     REQUEST_KINDS,
     SUBJECT_KINDS,
+    ApiKeyRecord,
     Conflict,
     NotFound,
     OperatorRecord,
@@ -33,6 +36,8 @@ from metadata_store.store import (
 )
 
 Clock = Callable[[], dt.datetime]
+API_KEY_PREFIX = "kmk_"
+"""Every controller API key starts so, which makes a leaked one easy to find with secret scanners."""
 
 
 class Forbidden(StoreError):
@@ -260,6 +265,38 @@ class DataHandling:
             raise SignInFailed()
         self.guard.record_success(username, source, clock)
         await self.store.append_audit(record.username, audit.Action.OPERATOR_LOGIN, "admin", now)
+        return record
+
+    # --- controller API keys --------------------------------------------------------------------------
+
+    async def create_api_key(self, controller_id: str, label: str, actor: str) -> tuple[ApiKeyRecord, str]:
+        """A new key for the controller's systems; the full key is returned once and only its hash kept."""
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(32)
+        label = " ".join(label.split())[:100] or "API key"
+        record = await self.store.add_api_key(
+            key_id, controller_id, hashlib.sha256(secret.encode()).hexdigest(), label, actor, self.clock()
+        )
+        return record, f"{API_KEY_PREFIX}{key_id}_{secret}"
+
+    async def check_api_key(self, presented: str) -> ApiKeyRecord | None:
+        """The key's record when `presented` is a live key of an active controller, else None."""
+        if not presented.startswith(API_KEY_PREFIX):
+            return None
+        key_id, _, secret = presented[len(API_KEY_PREFIX):].partition("_")
+        if not key_id or not secret or len(presented) > 200:
+            return None
+        found = await self.store.api_key(key_id)
+        digest = hashlib.sha256(secret.encode()).hexdigest()
+        if found is None:
+            hmac.compare_digest(digest, digest)  # the same work either way
+            return None
+        record, stored = found
+        if not hmac.compare_digest(digest, stored) or record.revoked_at is not None:
+            return None
+        controller = await self.store.get_controller(record.controller_id)
+        if controller is None or controller.status != "active":
+            return None
         return record
 
     # --- breaches -------------------------------------------------------------------------------------

@@ -24,12 +24,14 @@ from metadata_store.store import (
     DEFAULT_CONTROLLER,
     REQUEST_KINDS,
     SUBJECT_KINDS,
+    ApiKeyRecord,
     BreachRow,
     Conflict,
     ControllerRecord,
     NotFound,
     OperatorRecord,
     RetentionResult,
+    RoomOptions,
     RoomRecord,
     SessionRecord,
     StoreError,
@@ -120,6 +122,7 @@ _SESSION_COLUMNS = (
     "restricted_at"
 )
 _CONTROLLER_COLUMNS = "id, name, created_at, status, offboarding_at, delete_after, deleted_at"
+_ROOM_COLUMNS = "id, created_at, expires_at, controller_id, capacity, relay_only, ask, embed_origins, extend"
 _OPERATOR_COLUMNS = "username, role, password_hash, totp_secret, created_at, disabled_at, totp_last_step"
 _REQUEST_COLUMNS = "id, controller_id, kind, received_at, deadline, completed_at, handled_by, session_ids, outcome"
 
@@ -229,29 +232,89 @@ class SqlStore:
     # --- rooms ----------------------------------------------------------------------------------------
 
     async def create_room(
-        self, room_id: str, now: dt.datetime, expires_at: dt.datetime, controller_id: str = DEFAULT_CONTROLLER
+        self, room_id: str, now: dt.datetime, expires_at: dt.datetime, controller_id: str = DEFAULT_CONTROLLER,
+        options: RoomOptions | None = None,
     ) -> None:
+        o = options or RoomOptions()
         async with self._db.transaction() as tx:
             controller = await self._active_controller(tx, controller_id)
             if controller.status != "active":
                 raise Conflict(f"controller {controller_id!r} is ending its service; no new rooms")
             await tx.execute(
-                "INSERT INTO rooms (id, controller_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-                room_id, controller_id, _utc(now), _utc(expires_at),
+                "INSERT INTO rooms (id, controller_id, created_at, expires_at, capacity, relay_only, ask,"
+                " embed_origins, extend) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                room_id, controller_id, _utc(now), _utc(expires_at), o.capacity, int(o.relay_only), o.ask,
+                " ".join(o.embed_origins) or None, int(o.extend),
             )
+
+    @staticmethod
+    def _room(r: Sequence[Any]) -> RoomRecord:
+        options = RoomOptions(capacity=int(r[4]), relay_only=bool(r[5]), ask=r[6],
+                              embed_origins=tuple((r[7] or "").split()), extend=bool(r[8]))
+        return RoomRecord(id=r[0], created_at=_dt(r[1]), expires_at=_dt(r[2]), controller_id=r[3], options=options)
 
     async def get_room(self, room_id: str) -> RoomRecord | None:
         async with self._db.transaction() as tx:
-            rows = await tx.fetch("SELECT id, created_at, expires_at, controller_id FROM rooms WHERE id = ?", room_id)
+            rows = await tx.fetch(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE id = ?", room_id)
+        return self._room(rows[0]) if rows else None
+
+    async def end_room(self, room_id: str, controller_id: str, now: dt.datetime) -> None:
+        """End a call link now (the controller deleted it): nobody can join any more. Its sessions stay
+        until retention; the room row goes with them."""
+        async with self._db.transaction() as tx:
+            if not await tx.execute(
+                "UPDATE rooms SET expires_at = ?, extend = 0 WHERE id = ? AND controller_id = ?",
+                _utc(now), room_id, controller_id,
+            ):
+                raise NotFound("there is no such room")
+
+    # --- API keys -------------------------------------------------------------------------------------
+
+    async def add_api_key(
+        self, key_id: str, controller_id: str, secret_hash: str, label: str, actor: str, now: dt.datetime
+    ) -> ApiKeyRecord:
+        async with self._db.transaction() as tx:
+            controller = await self._active_controller(tx, controller_id)
+            if controller.status != "active":
+                raise Conflict(f"controller {controller_id!r} is ending its service")
+            await tx.execute(
+                "INSERT INTO api_keys (id, controller_id, secret_hash, label, created_at) VALUES (?, ?, ?, ?, ?)",
+                key_id, controller_id, secret_hash, label, _utc(now),
+            )
+            await self._audit(tx, actor, "apikey.create", f"apikey:{key_id}", now)
+        return ApiKeyRecord(key_id, controller_id, label, _utc(now))
+
+    async def api_key(self, key_id: str) -> tuple[ApiKeyRecord, str] | None:
+        """The key and its secret's hash, or None."""
+        async with self._db.transaction() as tx:
+            rows = await tx.fetch(
+                "SELECT id, controller_id, label, created_at, revoked_at, secret_hash FROM api_keys WHERE id = ?",
+                key_id,
+            )
         if not rows:
             return None
         r = rows[0]
-        return RoomRecord(id=r[0], created_at=_dt(r[1]), expires_at=_dt(r[2]), controller_id=r[3])
+        return ApiKeyRecord(r[0], r[1], r[2], _dt(r[3]), _odt(r[4])), r[5]
+
+    async def list_api_keys(self, controller_id: str | None = None) -> list[ApiKeyRecord]:
+        sql = "SELECT id, controller_id, label, created_at, revoked_at FROM api_keys"
+        async with self._db.transaction() as tx:
+            rows = await (tx.fetch(sql + " WHERE controller_id = ? ORDER BY created_at, id", controller_id)
+                          if controller_id else tx.fetch(sql + " ORDER BY controller_id, created_at, id"))
+        return [ApiKeyRecord(r[0], r[1], r[2], _dt(r[3]), _odt(r[4])) for r in rows]
+
+    async def revoke_api_key(self, key_id: str, actor: str, now: dt.datetime) -> None:
+        async with self._db.transaction() as tx:
+            if not await tx.execute(
+                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", _utc(now), key_id
+            ):
+                raise NotFound("there is no such API key")
+            await self._audit(tx, actor, "apikey.revoke", f"apikey:{key_id}", now)
 
     async def extend_room(self, room_id: str, expires_at: dt.datetime) -> None:
         async with self._db.transaction() as tx:
             await tx.execute(
-                "UPDATE rooms SET expires_at = ? WHERE id = ? AND expires_at < ?",
+                "UPDATE rooms SET expires_at = ? WHERE id = ? AND expires_at < ? AND extend = 1",
                 _utc(expires_at), room_id, _utc(expires_at),
             )
 
@@ -600,6 +663,7 @@ class SqlStore:
             await self._active_controller(tx, controller_id)
             await tx.execute("DELETE FROM sessions WHERE controller_id = ?", controller_id)
             await tx.execute("DELETE FROM rooms WHERE controller_id = ?", controller_id)
+            await tx.execute("DELETE FROM api_keys WHERE controller_id = ?", controller_id)
             await tx.execute("DELETE FROM subject_requests WHERE controller_id = ?", controller_id)
             await tx.execute(
                 "UPDATE controllers SET status = 'deleted', deleted_at = ? WHERE id = ?", _utc(now), controller_id

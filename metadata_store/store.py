@@ -45,12 +45,46 @@ class ControllerRecord:
     deleted_at: dt.datetime | None = None
 
 
+ASK_CHOICES = ("none", "name", "phone", "name+phone")
+
+
+@dataclass(frozen=True)
+class RoomOptions:
+    """What a controller chose for one call link (defaults: the home page's links)."""
+
+    capacity: int = 3
+    relay_only: bool = False
+    """Media always through the relay: participants never learn each other's IP address."""
+    ask: str = "name"
+    """What the join form asks for, optional for the person: none, name, phone or name+phone."""
+    embed_origins: tuple[str, ...] = ()
+    """https origins allowed to frame the call (CSP frame-ancestors); empty: none may."""
+    extend: bool = True
+    """True: the link lives on for the TTL after each use; False: it ends at its expiry, full stop."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.capacity <= 3:
+            raise ValueError("capacity is 1, 2 or 3 (calls are a peer-to-peer mesh)")
+        if self.ask not in ASK_CHOICES:
+            raise ValueError("ask is one of " + ", ".join(ASK_CHOICES))
+
+
 @dataclass(frozen=True)
 class RoomRecord:
     id: str
     created_at: dt.datetime
     expires_at: dt.datetime
     controller_id: str = DEFAULT_CONTROLLER
+    options: RoomOptions = field(default_factory=RoomOptions)
+
+
+@dataclass(frozen=True)
+class ApiKeyRecord:
+    id: str
+    controller_id: str
+    label: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -138,7 +172,8 @@ class MetadataStore(Protocol):
 
     # rooms and sessions (written by signaling for the person themselves: not audited)
     async def create_room(
-        self, room_id: str, now: dt.datetime, expires_at: dt.datetime, controller_id: str = DEFAULT_CONTROLLER
+        self, room_id: str, now: dt.datetime, expires_at: dt.datetime, controller_id: str = DEFAULT_CONTROLLER,
+        options: RoomOptions | None = None,
     ) -> None: ...
     async def get_room(self, room_id: str) -> RoomRecord | None: ...
     async def extend_room(self, room_id: str, expires_at: dt.datetime) -> None: ...

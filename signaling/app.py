@@ -12,6 +12,7 @@ from aiohttp import web
 from metadata_store import MetadataStore
 from signaling import keys
 from signaling.admin_api import AdminSettings, add_admin_routes
+from signaling.api_v1 import add_api_routes
 from signaling.http import SOCKET_IO_CLIENT, add_routes, private_access_log, security_headers
 from signaling.rooms import RoomRegistry
 from signaling.settings import SignalingSettings
@@ -72,4 +73,5 @@ def create_app(
     add_routes(app, settings.client_dir)
     if admin is not None:
         add_admin_routes(app, admin)
+        add_api_routes(app)
     return app

@@ -51,11 +51,13 @@ class RoomRegistry:
         self._rooms: dict[str, Room] = {}
         self._room_of: dict[str, str] = {}
 
-    def join(self, room_id: str, participant: Participant) -> Admission:
+    def join(self, room_id: str, participant: Participant, capacity: int | None = None) -> Admission:
+        """Admit `participant` unless the room holds `capacity` people already (default: the registry's;
+        a room's own capacity can only be lower)."""
         if participant.id in self._room_of:
             raise AlreadyJoined()
         room = self._rooms.get(room_id) or Room(room_id)
-        if len(room.members) >= self.capacity:
+        if len(room.members) >= min(self.capacity, capacity or self.capacity):
             raise RoomFull()
         others = tuple(room.members.values())
         room.members[participant.id] = participant

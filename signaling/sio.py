@@ -30,7 +30,14 @@ from signaling.errors import (
 from signaling.ratelimit import TokenBucket
 from signaling.rooms import Participant, RoomRegistry
 from signaling.settings import SignalingSettings
-from signaling.validation import parse_candidate, parse_description, parse_join, parse_report
+from signaling.validation import (
+    is_relay_candidate,
+    parse_candidate,
+    parse_description,
+    parse_join,
+    parse_report,
+    relay_only_sdp,
+)
 
 log = logging.getLogger("kijkmee.signaling")
 
@@ -45,6 +52,8 @@ class Connection:
     peer_id: str | None = None
     room_id: str | None = None
     session_id: int | None = None
+    relay_only: bool = False
+    """In a relay-only room: only relay candidates reach the others."""
     closed: bool = False
 
 
@@ -138,7 +147,8 @@ class SignalingService:
         if connection.closed or connection.peer_id is not None:  # changed while we waited for the store
             raise AlreadyJoined()
         participant = Participant(id=secrets.token_urlsafe(12), name=request.name)
-        admission = self.rooms.join(request.room, participant)  # atomic: no await inside
+        admission = self.rooms.join(request.room, participant, room.options.capacity)  # atomic: no await inside
+        connection.relay_only = room.options.relay_only
         connection.peer_id, connection.room_id = participant.id, request.room
         self._sid_of_peer[participant.id] = connection.sid
         try:
@@ -163,7 +173,7 @@ class SignalingService:
             "self": participant.id,
             "peers": [{"id": p.id, "name": p.name} for p in admission.others],
             "iceServers": self.settings.ice_servers(participant.id),
-            "iceTransportPolicy": self.settings.ice_transport_policy,
+            "iceTransportPolicy": "relay" if room.options.relay_only else self.settings.ice_transport_policy,
         }
 
     def _description(self, kind: str) -> Callable[[Connection, Any], Awaitable[Reply]]:
@@ -171,7 +181,8 @@ class SignalingService:
             sender = self._require_joined(connection)
             message = parse_description(payload)
             self.rooms.check_can_signal(sender, message.to)
-            await self._emit_to_peer(message.to, kind, {"from": sender, "sdp": message.sdp})
+            sdp = relay_only_sdp(message.sdp) if connection.relay_only else message.sdp
+            await self._emit_to_peer(message.to, kind, {"from": sender, "sdp": sdp})
             return {}
 
         return forward
@@ -180,6 +191,9 @@ class SignalingService:
         sender = self._require_joined(connection)
         message = parse_candidate(payload)
         self.rooms.check_can_signal(sender, message.to)
+        if connection.relay_only and message.candidate is not None \
+                and not is_relay_candidate(str(message.candidate.get("candidate") or "")):
+            return {"dropped": True}  # not a relay candidate: it would show this person's address
         await self._emit_to_peer(message.to, "candidate", {"from": sender, "candidate": message.candidate})
         return {}
 

@@ -176,3 +176,20 @@ def parse_candidate(payload: object) -> CandidateMessage:
             "usernameFragment": _optional_str(raw, "usernameFragment", UFRAG_MAX),
         },
     )
+
+
+_CANDIDATE_TYPE = re.compile(r"\styp\s+(\S+)")
+
+
+def is_relay_candidate(candidate: str) -> bool:
+    """True for an ICE candidate line of type relay (RFC 8839 `typ relay`)."""
+    found = _CANDIDATE_TYPE.search(candidate)
+    return found is not None and found.group(1) == "relay"
+
+
+def relay_only_sdp(sdp: str) -> str:
+    """The SDP without candidate lines other than relay ones: in a relay-only room nobody may learn
+    another participant's own address, even from a client that ignores the relay policy."""
+    lines = sdp.split("\r\n") if "\r\n" in sdp else sdp.split("\n")
+    kept = [line for line in lines if not line.startswith("a=candidate:") or is_relay_candidate(line)]
+    return ("\r\n" if "\r\n" in sdp else "\n").join(kept)
