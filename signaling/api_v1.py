@@ -51,32 +51,42 @@ def _error(status: int, code: str, message: str) -> web.Response:
                              headers={"Cache-Control": "no-store"})
 
 
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+ORIGIN_PATTERN = rf"^https://{_LABEL}(?:\.{_LABEL})*(?::{_PORT})?/?$"
+"""An https origin as browsers send it: host name or IPv4 address, optional port, no path. The OpenAPI
+document states this same pattern, so what it allows the server accepts."""
+_ORIGIN = re.compile(ORIGIN_PATTERN)
+
+
 def check_origin(value: object) -> str:
-    """An https origin (scheme, host, optional port; nothing else), as browsers send it."""
-    if not isinstance(value, str) or len(value) > 200:
-        raise ApiError(400, "bad-request", "Each embedding origin is text such as https://shop.example.nl.")
-    parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname or parts.path not in ("", "/") or parts.query \
-            or parts.fragment or parts.username or parts.password:
+    """The origin in the form browsers send it (lowercase host, no default port, no slash)."""
+    if not isinstance(value, str) or len(value) > 200 or _ORIGIN.fullmatch(value) is None:
         raise ApiError(400, "bad-request",
-                       f"{value!r} is not an https origin such as https://shop.example.nl (no path).")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ApiError(400, "bad-request", f"{value!r} has an invalid port.") from None
-    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+                       f"{str(value)[:80]!r} is not an https origin such as https://shop.example.nl (no path).")
+    parts = urlsplit(value)
+    host, port = (parts.hostname or "").lower(), parts.port
     return f"https://{host}" + (f":{port}" if port not in (None, 443) else "")
+
+
+def _whole_number(value: object) -> int | None:
+    """JSON's integers: 90 and 90.0 alike (JSON Schema counts both); None for anything else."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
 
 
 def room_options(body: dict[str, Any]) -> tuple[RoomOptions, int]:
     unknown = set(body) - ROOM_FIELDS
     if unknown:
         raise ApiError(400, "bad-request", f"Unknown field(s): {', '.join(sorted(unknown))}.")
-    minutes = body.get("expires_in_minutes", 24 * 60)
-    if type(minutes) is not int or not 1 <= minutes <= MAX_EXPIRY_MINUTES:
+    minutes = _whole_number(body.get("expires_in_minutes", 24 * 60))
+    if minutes is None or not 1 <= minutes <= MAX_EXPIRY_MINUTES:
         raise ApiError(400, "bad-request", f"expires_in_minutes is a whole number from 1 to {MAX_EXPIRY_MINUTES}.")
-    capacity = body.get("capacity", 3)
-    if type(capacity) is not int or not 1 <= capacity <= 3:
+    capacity = _whole_number(body.get("capacity", 3))
+    if capacity is None or not 1 <= capacity <= 3:
         raise ApiError(400, "bad-request", "capacity is 1, 2 or 3: calls are peer to peer between at most three.")
     relay_only = body.get("relay_only", False)
     if type(relay_only) is not bool:
@@ -104,7 +114,7 @@ def room_json(room: RoomRecord, base_url: str, now: dt.datetime) -> dict[str, An
 async def _json_body(request: web.Request) -> dict[str, Any]:
     raw = await request.content.read(MAX_BODY + 1)
     if len(raw) > MAX_BODY:
-        raise ApiError(413, "too-large", f"The request body is larger than {MAX_BODY} bytes.")
+        raise ApiError(400, "too-large", f"The request body is larger than {MAX_BODY} bytes.")
     if not raw.strip():
         return {}
     try:
@@ -207,7 +217,6 @@ def openapi_document(server_url: str) -> dict[str, Any]:
     errors = {
         "400": answer("Bad input, with a sentence saying what", error),
         "401": answer("Missing, unknown or revoked API key", error),
-        "413": answer("Body too large", error),
         "429": answer("Too many requests with this key", error),
     }
     room_id = {"name": "room", "in": "path", "required": True,
@@ -251,9 +260,10 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                                                   "other's IP address"},
                     "ask": {"enum": list(ASK_CHOICES), "default": "name",
                             "description": "what the join form asks (always optional for the person)"},
-                    "embed_origins": {"type": "array", "maxItems": MAX_ORIGINS, "uniqueItems": True,
-                                      "items": {"type": "string", "pattern": "^https://[^/?#]+/?$"},
-                                      "description": "https origins that may show the call in an iframe"},
+                    "embed_origins": {"type": "array", "maxItems": MAX_ORIGINS,
+                                      "items": {"type": "string", "maxLength": 200, "pattern": ORIGIN_PATTERN},
+                                      "description": "https origins that may show the call in an iframe "
+                                                     "(the same origin twice counts once)"},
                 }},
                 "Room": {"type": "object", "additionalProperties": False, "required": [
                     "id", "url", "created_at", "expires_at", "active", "capacity", "relay_only", "ask",
