@@ -60,6 +60,10 @@ class ServeConfig:
     room_ttl_hours: float = 24.0
     """How long a call link stays valid after it was created or last used."""
 
+    seat_grace_seconds: float = 30.0
+    """How long a seat stays held after an unexpected disconnect (a reload, a network switch), so the
+    same person rejoins the same call; 0 frees it at once. An explicit leave always frees it."""
+
     log_level: str = "info"
     """debug, info, warning or error. Logs never hold IP addresses, names, SDP or user agents."""
 
@@ -146,6 +150,8 @@ class ServeConfig:
             raise ConfigError(f"room_capacity: {self.room_capacity} is not between 1 and 3")
         if not 0 < self.room_ttl_hours <= 24 * 31:
             raise ConfigError(f"room_ttl_hours: {self.room_ttl_hours} is not between 0 and 744")
+        if not 0 <= self.seat_grace_seconds <= 600:
+            raise ConfigError(f"seat_grace_seconds: {self.seat_grace_seconds} is not between 0 and 600")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise ConfigError(f"log_level: {self.log_level!r} is not debug, info, warning or error")
         _check_port("turn_port", self.turn_port, allow_zero=True)

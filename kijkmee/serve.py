@@ -142,6 +142,7 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
             public_url=config.public_url,
             room_capacity=config.room_capacity,
             room_ttl=dt.timedelta(hours=config.room_ttl_hours),
+            seat_grace=dt.timedelta(seconds=config.seat_grace_seconds),
             ice_servers=ice_servers_provider(config, secret, relay),
             ice_transport_policy=config.ice_transport_policy,
             subprocessors=config.subprocessors(),

@@ -67,6 +67,7 @@ def create_app(
 
     async def close_connections(app: web.Application) -> None:
         await service.disconnect_all()
+        await service.release_held_seats()
         await sio.shutdown()
 
     app.on_shutdown.append(close_connections)

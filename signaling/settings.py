@@ -40,6 +40,10 @@ class SignalingSettings:
     ice_servers: IceServersProvider = no_ice_servers
     """Our STUN/TURN servers with per-join credentials."""
 
+    seat_grace: dt.timedelta = dt.timedelta(seconds=30)
+    """How long a seat is kept after an unexpected disconnect (reload, network switch) for the same
+    person to take back with its rejoin token; zero frees it at once."""
+
     ice_transport_policy: str = "all"
     """'all' (direct where possible) or 'relay'."""
 

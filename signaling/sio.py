@@ -7,6 +7,7 @@ only: they are checked, handed to one peer of the sender's room and forgotten.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -45,6 +46,18 @@ Reply = dict[str, Any]
 
 
 @dataclass
+class HeldSeat:
+    """A seat kept after an unexpected disconnect, for the same person to take back with its token."""
+
+    peer_id: str
+    room_id: str
+    name: str | None
+    session_id: int | None
+    relay_only: bool
+    timer: asyncio.TimerHandle | None = None
+
+
+@dataclass
 class Connection:
     sid: str
     ip: str
@@ -54,6 +67,8 @@ class Connection:
     session_id: int | None = None
     relay_only: bool = False
     """In a relay-only room: only relay candidates reach the others."""
+    rejoin_token: str | None = None
+    """Handed out on join: lets this person take the seat back after a reload or network switch."""
     closed: bool = False
 
 
@@ -74,6 +89,9 @@ class SignalingService:
         self._connections: dict[str, Connection] = {}
         self._sid_of_peer: dict[str, str] = {}
         self._session_of_peer: dict[str, int] = {}
+        self._held: dict[str, HeldSeat] = {}
+        self._expiring: set[asyncio.Future[None]] = set()
+        """Rejoin token -> seat kept for a grace period after an unexpected disconnect."""
         self._handlers: dict[str, Callable[[Connection, Any], Awaitable[Reply]]] = {
             "join": self._join,
             "offer": self._description("offer"),
@@ -103,9 +121,53 @@ class SignalingService:
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         connection = self._connections.pop(sid, None)
-        if connection is not None:
-            connection.closed = True
+        if connection is None:
+            return
+        connection.closed = True
+        grace = self.settings.seat_grace.total_seconds()
+        if connection.peer_id is None or connection.rejoin_token is None or grace <= 0:
             await self._depart(connection)
+            return
+        # Not a goodbye (that is `leave`): a reload, a network switch, a phone going to sleep. Keep the
+        # seat and the session row for the grace period; the others see the person as away meanwhile.
+        seat = HeldSeat(connection.peer_id, connection.room_id or "", self.rooms_name(connection.peer_id),
+                        connection.session_id, connection.relay_only)
+        token = connection.rejoin_token
+        self._held[token] = seat
+        self._sid_of_peer.pop(seat.peer_id, None)
+        seat.timer = asyncio.get_running_loop().call_later(grace, self._expire_later, token)
+        for other in self.rooms.members(seat.room_id):
+            if other.id != seat.peer_id:
+                await self._emit_to_peer(other.id, "peer-away", {"id": seat.peer_id})
+
+    def rooms_name(self, peer_id: str) -> str | None:
+        room_id = self.rooms.room_of(peer_id)
+        return next((p.name for p in self.rooms.members(room_id) if p.id == peer_id), None) if room_id else None
+
+    def _expire_later(self, token: str) -> None:
+        task = asyncio.ensure_future(self._expire(token))
+        self._expiring.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._expiring.discard)
+
+    async def _expire(self, token: str) -> None:
+        """The grace period ended without a rejoin: the seat is freed as if the person had left."""
+        seat = self._held.pop(token, None)
+        if seat is None:
+            return
+        gone = Connection(sid="", ip="", bucket=TokenBucket(1, 1, 0), peer_id=seat.peer_id, room_id=seat.room_id,
+                          session_id=seat.session_id)
+        try:
+            await self._depart(gone)
+        except Exception as exc:  # a timer callback: log, never raise into the loop
+            log.error("freeing a held seat failed", extra={"error": type(exc).__name__})
+
+    async def release_held_seats(self) -> None:
+        """On shutdown: free every held seat now, closing its session row."""
+        for token in list(self._held):
+            seat = self._held.get(token)
+            if seat is not None and seat.timer is not None:
+                seat.timer.cancel()
+            await self._expire(token)
 
     async def _on_event(self, event: str, sid: str, *args: Any) -> Reply:
         connection = self._connections.get(sid)
@@ -140,6 +202,10 @@ class SignalingService:
         request = parse_join(payload)
         if connection.peer_id is not None:
             raise AlreadyJoined()
+        if request.rejoin is not None:
+            seat = self._held.get(request.rejoin)
+            if seat is not None and seat.room_id == request.room:
+                return await self._take_back(connection, request.rejoin, seat)
         now = self.settings.clock()
         room = await self.store.get_room(request.room)
         if room is None or room.expires_at <= now:
@@ -169,11 +235,35 @@ class SignalingService:
             log.warning("could not note the call size", extra={"error": type(exc).__name__})
         for other in admission.others:
             await self._emit_to_peer(other.id, "peer-joined", {"id": participant.id, "name": participant.name})
+        connection.rejoin_token = secrets.token_urlsafe(24)
         return {
             "self": participant.id,
             "peers": [{"id": p.id, "name": p.name} for p in admission.others],
             "iceServers": self.settings.ice_servers(participant.id),
             "iceTransportPolicy": "relay" if room.options.relay_only else self.settings.ice_transport_policy,
+            "rejoinToken": connection.rejoin_token,
+        }
+
+    async def _take_back(self, connection: Connection, token: str, seat: HeldSeat) -> Reply:
+        """The same person is back within the grace period: same seat, same peer id, same session row.
+        The others hear `peer-back` and negotiate afresh with this peer (its old connection is gone)."""
+        del self._held[token]
+        if seat.timer is not None:
+            seat.timer.cancel()
+        connection.peer_id, connection.room_id, connection.session_id = seat.peer_id, seat.room_id, seat.session_id
+        connection.relay_only = seat.relay_only
+        connection.rejoin_token = secrets.token_urlsafe(24)  # a token works once
+        self._sid_of_peer[seat.peer_id] = connection.sid
+        others = [p for p in self.rooms.members(seat.room_id) if p.id != seat.peer_id]
+        for other in others:
+            await self._emit_to_peer(other.id, "peer-back", {"id": seat.peer_id, "name": seat.name})
+        return {
+            "self": seat.peer_id,
+            "peers": [{"id": p.id, "name": p.name} for p in others],
+            "iceServers": self.settings.ice_servers(seat.peer_id),
+            "iceTransportPolicy": "relay" if seat.relay_only else self.settings.ice_transport_policy,
+            "rejoinToken": connection.rejoin_token,
+            "rejoined": True,
         }
 
     def _description(self, kind: str) -> Callable[[Connection, Any], Awaitable[Reply]]:

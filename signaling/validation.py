@@ -74,12 +74,17 @@ def clean_email(value: object) -> str | None:
     return value.strip()
 
 
+TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
 @dataclass(frozen=True)
 class JoinRequest:
     room: str
     name: str | None
     phone: str | None = None
     email: str | None = None
+    rejoin: str | None = None
+    """The token of an earlier join, to take back a seat held after a disconnect."""
 
 
 def parse_join(payload: object) -> JoinRequest:
@@ -92,7 +97,16 @@ def parse_join(payload: object) -> JoinRequest:
         name=clean_name(data.get("name")),
         phone=clean_phone(data.get("phone")),
         email=clean_email(data.get("email")),
+        rejoin=_rejoin_token(data.get("rejoin")),
     )
+
+
+def _rejoin_token(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or TOKEN_RE.fullmatch(value) is None:
+        raise BadRequest("That rejoin token is malformed.")
+    return value
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,9 @@ class Server:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
-    config = ServeConfig(port=0, turn_port=0, turns_port=0, data_dir=tmp_path / "data").validate()
+    # seat_grace_seconds=0: a disconnect frees the seat at once, as most signaling tests expect;
+    # tests/integration/test_rejoin.py covers the grace period.
+    config = ServeConfig(port=0, turn_port=0, turns_port=0, data_dir=tmp_path / "data", seat_grace_seconds=0).validate()
     async with running(config, say=False) as live:
         yield _server(live, config)
 
