@@ -538,13 +538,14 @@ def breach_from_input(obj: Mapping[str, Any], existing: Breach | None = None) ->
     """A breach from what an operator sent (fields may be left out), on top of `existing` when updating.
 
     Notification and closing times cannot be set this way: they only change through `mark_notified`
-    and `close`, which check the required fields first."""
+    and `close`, which check the required fields first. The id stays; a corrected `discovered_at` is
+    taken (the 48-hour deadline moves with it, and the change is in the audit log)."""
     if not isinstance(obj, Mapping):
         raise BreachInvalid("a breach is a JSON object")
     base = breach_to_json(existing) if existing is not None else dict(_INPUT_DEFAULTS)
     merged: dict[str, Any] = {**base, **{k: v for k, v in obj.items() if k not in ("closed_at", "closure_note")}}
     if existing is not None:
-        merged["id"], merged["discovered_at"] = existing.id, _iso(existing.discovered_at)
+        merged["id"] = existing.id  # a correction of discovered_at is allowed: the deadline follows it
     told = {a.controller_id: a.notified_at for a in (existing.affected if existing else ())}
     affected = merged.get("affected")
     if not isinstance(affected, list) or not all(isinstance(a, Mapping) for a in affected):

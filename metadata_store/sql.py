@@ -776,7 +776,8 @@ class SqlStore:
         text = json.dumps(dict(document), sort_keys=True)
         async with self._db.transaction() as tx:
             changed = await tx.execute(
-                "UPDATE breaches SET document = ?, updated_at = ? WHERE id = ?", text, _utc(now), breach_id
+                "UPDATE breaches SET document = ?, discovered_at = ?, updated_at = ? WHERE id = ?",
+                text, _utc(discovered_at), _utc(now), breach_id
             )
             if not changed:
                 await tx.execute(

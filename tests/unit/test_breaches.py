@@ -371,9 +371,12 @@ def test_operator_input_leaves_fields_out_and_cannot_set_notification_or_closing
     assert (fresh.summary, fresh.closed_at, fresh.affected) == ("laptop lost", None, (AffectedController("acme"),))
     assert fresh.status is BreachStatus.OPEN and missing_fields(fresh)
     told = mark_notified(complete(), "acme", T0 + dt.timedelta(hours=1))
-    changed = breach_from_input({"summary": "a laptop was stolen", "id": "other", "discovered_at": "2020-01-01",
-                                 "affected": [{"controller_id": "acme", "notified_at": None}]}, told)
-    assert (changed.id, changed.discovered_at, changed.summary) == (told.id, told.discovered_at, "a laptop was stolen")
+    changed = breach_from_input({
+        "summary": "a laptop was stolen", "id": "other", "discovered_at": "2020-01-01T00:00:00+00:00",
+        "affected": [{"controller_id": "acme", "notified_at": None}],
+    }, told)
+    assert (changed.id, changed.discovered_at, changed.summary) == (told.id, dt.datetime(2020, 1, 1, tzinfo=dt.UTC),
+                                                                   "a laptop was stolen")
     assert changed.affected[0].notified_at == told.affected[0].notified_at  # kept, not cleared by the input
     with pytest.raises(BreachInvalid):
         breach_from_input({"id": "2026-010", "discovered_at": T0.isoformat(), "affected": "acme"})
