@@ -66,3 +66,10 @@ bench-relay: $(VENV)/.installed
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends coturn gcc libc6-dev >/dev/null; }
 	$(BIN)/python -m pip install --quiet -e '.[fast]'
 	$(BIN)/python bench/relay_vs_coturn/run.py $(BENCH_RELAY_ARGS)
+
+# The metadata store at 1,000,000 sessions on SQLite and PostgreSQL (127.0.0.1:5432, a database of its own,
+# dropped after): lookup, controller export, retention sweep (bench/store/README.md); ~5 min. Smaller:
+#   make bench-store BENCH_STORE_ARGS="--sessions 100000"
+.PHONY: bench-store
+bench-store: $(VENV)/.installed
+	$(BIN)/python -m bench.store.run $(BENCH_STORE_ARGS)
