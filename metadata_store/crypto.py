@@ -66,8 +66,13 @@ def check_controller_id(controller_id: str) -> str:
 
 
 def normalise_name(value: str) -> str:
-    """"  Anna  de  Vries " and "anna de vries" find each other; accents stay (Ånna is not Anna)."""
-    return " ".join(unicodedata.normalize("NFKC", value).casefold().split())
+    """"  Anna  de  Vries " and "anna de vries" find each other; accents stay (Ånna is not Anna).
+    The Turkish dotless i (U+0131) counts as i, so "Y\u0131lmaz", "YILMAZ" and "Yilmaz" find each other
+    (case folding alone turns I into i, never into the dotless one)."""
+    return " ".join(unicodedata.normalize("NFKC", value).casefold().replace(DOTLESS_I, "i").split())
+
+
+DOTLESS_I = "\u0131"
 
 
 def normalise_email(value: str) -> str:

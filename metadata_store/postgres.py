@@ -226,7 +226,7 @@ class PgDb:
             " COALESCE((SELECT max(id) FROM sessions), 0) + 1, false)"
         )
 
-    async def compact(self, tables: Sequence[str]) -> None:
+    async def compact(self, tables: Sequence[str], full: bool = False) -> None:
         """VACUUM marks deleted rows' space reusable and removes their index entries; the values were
         ciphertext under the controller's key throughout."""
         async with self._pool.acquire() as connection:

@@ -73,8 +73,9 @@ class Db(Protocol):
     async def after_restore(self, tx: Tx) -> None:
         """Bring counters (identity sequences) past the ids a restore inserted."""
         ...
-    async def compact(self, tables: Sequence[str]) -> None:
-        """Reclaim deleted rows' space so their bytes do not linger (VACUUM), outside any transaction."""
+    async def compact(self, tables: Sequence[str], full: bool = False) -> None:
+        """Reclaim deleted rows' space so their bytes do not linger, outside any transaction; `full`:
+        rewrite everything (for one-off cases such as a migration that removed plaintext)."""
         ...
     async def close(self) -> None: ...
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -16,6 +17,7 @@ from metadata_store.crypto import KeyStore, default_key_folder
 from metadata_store.sql import Dialect, Migration, SqlStore, Tx, encrypt_v1_sessions, run_migrations
 
 T = TypeVar("T")
+log = logging.getLogger("kijkmee.store")
 
 _TS = "TEXT"  # timestamps: ISO 8601 UTC text with microseconds, so text order is time order
 
@@ -233,12 +235,24 @@ class SqliteDb:
     async def after_restore(self, tx: Tx) -> None:
         """Nothing to do: AUTOINCREMENT moves past explicitly inserted ids by itself."""
 
-    async def compact(self, tables: Sequence[str]) -> None:
-        """secure_delete has overwritten the deleted cells; VACUUM rebuilds the file without free pages
-        and the TRUNCATE checkpoint empties the WAL, where older page images would otherwise linger."""
+    async def compact(self, tables: Sequence[str], full: bool = False) -> None:
+        """secure_delete has already zeroed the deleted cells and freed pages. The incremental vacuum
+        gives the free pages back (auto_vacuum=INCREMENTAL; a full VACUUM rewrites the whole file, which
+        costs seconds per call at a million rows: `full` only for one-off cases), and the TRUNCATE
+        checkpoint empties the WAL, where older page images would otherwise linger. A checkpoint that a
+        reader blocks is retried; if it stays blocked the WAL is left for the next compaction."""
         async with self._lock:
-            await self.run(lambda c: c.execute("VACUUM"))
-            await self.run(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)"))
+            if full:
+                await self.run(lambda c: c.execute("VACUUM"))
+            else:
+                # executescript: a plain execute of this pragma frees only one page in Python's sqlite3
+                await self.run(lambda c: c.executescript("PRAGMA incremental_vacuum;"))
+            for _ in range(40):
+                busy = await self.run(lambda c: c.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0])
+                if not busy:
+                    return
+                await asyncio.sleep(0.05)
+            log.warning("the WAL could not be truncated now (a reader held it); the next compaction retries")
 
     async def close(self) -> None:
         async with self._lock:
@@ -261,6 +275,9 @@ class SQLiteStore(SqlStore):
 
         def connect() -> sqlite3.Connection:
             connection = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=30)
+            # Before any table exists, so a new file frees pages incrementally (see SqliteDb.compact);
+            # an older file is converted once below.
+            connection.execute("PRAGMA auto_vacuum=INCREMENTAL")
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA secure_delete=ON")
             connection.execute("PRAGMA foreign_keys=ON")
@@ -271,10 +288,12 @@ class SQLiteStore(SqlStore):
         connection = await loop.run_in_executor(executor, connect)
         db = SqliteDb(connection, executor)
         try:
-            if await _migrate(db, keys, now or dt.datetime.now(dt.UTC)):
+            converted = await db.run(lambda c: c.execute("PRAGMA auto_vacuum").fetchone()[0]) != 2
+            if await _migrate(db, keys, now or dt.datetime.now(dt.UTC)) or converted:
                 # Migration 2 re-wrote v1's plaintext IPs and names encrypted; their old pages must not
-                # wait for some later checkpoint to leave the file.
-                await db.compact(())
+                # wait for some later checkpoint to leave the file. A file made before auto_vacuum was
+                # set becomes incremental with this one full VACUUM.
+                await db.compact((), full=True)
         except BaseException:
             await db.close()
             raise

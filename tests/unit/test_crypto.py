@@ -53,3 +53,9 @@ def test_a_key_destroyed_by_another_node_stops_working_here_too(
     monkeypatch.setattr(KeyStore, "RECHECK_SECONDS", 0.0)
     with pytest.raises(MissingKey):
         here.get("acme")
+
+
+def test_a_turkish_name_is_found_however_it_is_capitalised(tmp_path: Path) -> None:
+    key = KeyStore(tmp_path / "keys").create("acme")
+    spellings = ("Thomas A. Y\u0131lmaz", "THOMAS A. YILMAZ", "thomas a. yilmaz")
+    assert len({key.blind_index("name", n) for n in spellings}) == 1
