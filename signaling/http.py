@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import logging
+import re
 import secrets
+import stat
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
@@ -85,18 +90,136 @@ async def private_access_log(request: web.Request, handler: Handler) -> web.Stre
         )
 
 
-def _page(name: str) -> Handler:
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+}
+COMPRESSIBLE = (".html", ".js", ".css", ".svg", ".json")
+STATIC_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+# Our own scripts and styles change with every deploy and their URLs carry no version: the browser
+# keeps them but asks again each time (a 304 when nothing changed). The pages themselves: never kept.
+STATIC_CACHE = "no-cache"
+VENDOR_CACHE = "max-age=3600"
+PAGE_CACHE = "no-store"
+
+
+@dataclass(frozen=True)
+class CachedFile:
+    stamp: tuple[int, int]
+    """(modification time in ns, size) when read: a change means the file is read again."""
+    body: bytes
+    gzipped: bytes | None
+    """The body gzipped once, for browsers that accept it; None when not worth it."""
+    etag: str
+    content_type: str
+
+
+class ClientFiles:
+    """The client's files (the folder `root`), served from memory.
+
+    A file is read on first use and again only when its size or modification time changes (an edit
+    shows up without a restart): no thread-pool round trips per request, which under load cost more
+    than the bytes. Every answer carries an ETag, so a browser's revalidation is a bodiless 304.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._files: dict[Path, CachedFile] = {}
+
+    def get(self, path: Path) -> CachedFile | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        stamp = (info.st_mtime_ns, info.st_size)
+        cached = self._files.get(path)
+        if cached is None or cached.stamp != stamp:
+            try:
+                body = path.read_bytes()
+            except OSError:
+                return None
+            compress = path.suffix in COMPRESSIBLE and len(body) > 1024
+            cached = CachedFile(
+                stamp=stamp,
+                body=body,
+                gzipped=gzip.compress(body, compresslevel=9, mtime=0) if compress else None,
+                # Weak: the gzipped and the plain body are the same file to the page.
+                etag='W/"' + hashlib.sha256(body).hexdigest()[:32] + '"',
+                content_type=CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+            )
+            self._files[path] = cached
+        return cached
+
+    def respond(self, request: web.Request, relative: Path, cache_control: str) -> web.Response:
+        """Answer with the file at `relative`: a fixed path, or a folder and a checked name (no `/`, no `..`)."""
+        cached = self.get(self.root / relative)
+        if cached is None:
+            raise web.HTTPNotFound()
+        headers = {"ETag": cached.etag, "Cache-Control": cache_control}
+        if cached.gzipped is not None:
+            headers["Vary"] = "Accept-Encoding"
+        if _etag_matches(request.headers.get("If-None-Match"), cached.etag):
+            return web.Response(status=304, headers=headers)
+        body = cached.body
+        if cached.gzipped is not None and _accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            headers["Content-Encoding"] = "gzip"
+            body = cached.gzipped
+        headers["Content-Type"] = cached.content_type
+        return web.Response(body=body, headers=headers)
+
+
+def _etag_matches(if_none_match: str | None, etag: str) -> bool:
+    if not if_none_match:
+        return False
+    opaque = etag.removeprefix("W/")
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == opaque:
+            return True
+    return False
+
+
+def _accepts_gzip(accept_encoding: str) -> bool:
+    for item in accept_encoding.split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip().lower() == "gzip":
+            return params.replace(" ", "").lower() not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
+def _file(files: ClientFiles, relative: Path, cache_control: str) -> Handler:
     async def serve(request: web.Request) -> web.StreamResponse:
-        path = request.app[keys.SETTINGS].client_dir / name
-        return web.FileResponse(path, headers={"Cache-Control": "no-store"})
+        return files.respond(request, relative, cache_control)
 
     return serve
 
 
-async def room_page(request: web.Request) -> web.StreamResponse:
-    if ROOM_ID_RE.fullmatch(request.match_info["room"]) is None:
-        raise web.HTTPNotFound(text="This is not a valid call link.")
-    return await _page("room.html")(request)
+def _room_page(files: ClientFiles) -> Handler:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        if ROOM_ID_RE.fullmatch(request.match_info["room"]) is None:
+            raise web.HTTPNotFound(text="This is not a valid call link.")
+        return files.respond(request, Path("room.html"), PAGE_CACHE)
+
+    return serve
+
+
+def _static(files: ClientFiles) -> Handler:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        """`/static/{js,css,img}/<name>`: one file straight inside that folder, nothing else."""
+        name = request.match_info["name"]
+        if STATIC_NAME_RE.fullmatch(name) is None:
+            raise web.HTTPNotFound()
+        return files.respond(request, Path(request.match_info["folder"], name), STATIC_CACHE)
+
+    return serve
 
 
 async def create_room(request: web.Request) -> web.Response:
@@ -136,19 +259,13 @@ async def healthz(request: web.Request) -> web.Response:
     )
 
 
-async def socket_io_client(request: web.Request) -> web.StreamResponse:
-    path = request.app[keys.SETTINGS].client_dir / SOCKET_IO_CLIENT
-    return web.FileResponse(path, headers={"Content-Type": "text/javascript", "Cache-Control": "max-age=3600"})
-
-
 def add_routes(app: web.Application, client_dir: Path) -> None:
-    app.router.add_get("/", _page("index.html"))
-    app.router.add_get("/r/{room}", room_page)
+    files = ClientFiles(client_dir)
+    app.router.add_get("/", _file(files, Path("index.html"), PAGE_CACHE))
+    app.router.add_get("/r/{room}", _room_page(files))
     app.router.add_post("/rooms", create_room)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/privacy/subprocessors", subprocessors)
-    app.router.add_get("/vendor/socket.io.esm.min.js", socket_io_client)
-    for folder in ("js", "css", "img"):
-        if (client_dir / folder).is_dir():
-            app.router.add_static(f"/static/{folder}", client_dir / folder, append_version=False)
+    app.router.add_get("/vendor/socket.io.esm.min.js", _file(files, SOCKET_IO_CLIENT, VENDOR_CACHE))
+    app.router.add_get("/static/{folder:js|css|img}/{name}", _static(files))
 

@@ -10,6 +10,13 @@
 // gathering forever without producing a candidate: the link never comes up. Letting one side offer
 // first avoids that glare on every join; perfect negotiation still covers all later renegotiation.
 //
+// First frames are small. While WebRTC's bandwidth estimate is still at its start value, its encoder
+// drops a camera-sized frame, asks for a smaller picture and drops again, a frame interval each time,
+// before the first picture leaves (seen: 150-300 ms at 960x540 in Chromium 156). So every video sender
+// starts scaled down to FIRST_FRAMES_MAX_HEIGHT lines, which the encoder takes at once, and returns to
+// the camera's own size FULL_SIZE_AFTER_MS after the connection is up; from then on WebRTC's own
+// bandwidth adaptation picks the size, as it would have anyway.
+//
 // Privacy: SDP and candidates hold IP addresses, so nothing here logs them or puts them in events;
 // events carry peer ids, states and error names only.
 
@@ -17,6 +24,10 @@
 export const NEWCOMER_OFFER_WAIT_MS = 4000;
 /** How long the polite side waits for the impolite side's ICE restart before restarting itself. */
 export const POLITE_RESTART_DELAY_MS = 2500;
+/** Height, in lines, of the first video frames sent to a peer (see the top of this file). */
+export const FIRST_FRAMES_MAX_HEIGHT = 180;
+/** How long after a connection first comes up its video goes back to the camera's own size. */
+export const FULL_SIZE_AFTER_MS = 2000;
 
 /** We are polite toward a peer when our id sorts after theirs (both sides compute the same answer). */
 export function isPolite(selfId, peerId) {
@@ -54,7 +65,13 @@ export class Mesh {
     MediaStreamImpl = globalThis.MediaStream,
   }) {
     this.#selfId = selfId;
-    this.#config = { iceServers, iceTransportPolicy: iceTransportPolicy === 'relay' ? 'relay' : 'all' };
+    this.#config = {
+      iceServers,
+      iceTransportPolicy: iceTransportPolicy === 'relay' ? 'relay' : 'all',
+      // One ICE/DTLS transport for audio and video from the start, instead of one each until the answer
+      // says BUNDLE: half the candidates to signal and half the relay allocations while a call starts.
+      bundlePolicy: 'max-bundle',
+    };
     this.#localStream = localStream;
     this.#send = send;
     this.pcs = pcs;
@@ -132,11 +149,40 @@ export class Mesh {
       peer.waitTimer = null;
     }
     const tracks = this.#localStream ? this.#localStream.getTracks() : [];
-    for (const track of tracks) peer.pc.addTrack(track, this.#localStream);
+    for (const track of tracks) {
+      const sender = peer.pc.addTrack(track, this.#localStream);
+      if (track.kind === 'video') this.#startSmall(peer, sender, track);
+    }
     if (offerEverything) {
       for (const kind of ['audio', 'video']) {
         if (!tracks.some((track) => track.kind === kind)) peer.pc.addTransceiver(kind, { direction: 'recvonly' });
       }
+    }
+  }
+
+  // Scale the sender down to FIRST_FRAMES_MAX_HEIGHT lines until #fullSize. Best effort: a browser
+  // that can't scale senders just starts at full size.
+  #startSmall(peer, sender, track) {
+    const height = track.getSettings?.().height ?? 0;
+    if (height <= FIRST_FRAMES_MAX_HEIGHT || typeof sender.getParameters !== 'function') return;
+    this.#setScale(sender, height / FIRST_FRAMES_MAX_HEIGHT);
+    peer.smallSenders.push(sender);
+  }
+
+  #fullSize(peer) {
+    peer.fullSizeTimer = null;
+    if (peer.closed) return;
+    for (const sender of peer.smallSenders.splice(0)) this.#setScale(sender, 1);
+  }
+
+  #setScale(sender, scaleResolutionDownBy) {
+    try {
+      const params = sender.getParameters();
+      if (!params.encodings || params.encodings.length === 0) return;
+      for (const encoding of params.encodings) encoding.scaleResolutionDownBy = scaleResolutionDownBy;
+      sender.setParameters(params).catch(() => {});
+    } catch {
+      /* no scaling: full size from the start */
     }
   }
 
@@ -158,6 +204,8 @@ export class Mesh {
       mediaAttached: false,
       waitTimer: null, // waiting for the newcomer's first offer
       restartTimer: null, // polite side's delayed ICE restart
+      smallSenders: [], // video senders still scaled down for the first frames
+      fullSizeTimer: null, // brings smallSenders back to full size
     };
     this.#peers.set(peerId, peer);
     this.pcs.set(peerId, pc);
@@ -218,6 +266,9 @@ export class Mesh {
     const connectionState = pc.connectionState;
     const iceConnectionState = pc.iceConnectionState;
     this.#emit('state', { peerId: peer.id, connectionState, iceConnectionState });
+    if (connectionState === 'connected' && peer.smallSenders.length > 0 && !peer.fullSizeTimer) {
+      peer.fullSizeTimer = setTimeout(() => this.#fullSize(peer), FULL_SIZE_AFTER_MS);
+    }
     if (connectionState === 'failed' || iceConnectionState === 'failed') {
       const retrying = !peer.restarted;
       if (!peer.failed) {
@@ -359,6 +410,7 @@ export class Mesh {
     peer.closed = true;
     clearTimeout(peer.waitTimer);
     clearTimeout(peer.restartTimer);
+    clearTimeout(peer.fullSizeTimer);
     this.#peers.delete(peerId);
     if (this.pcs.get(peerId) === peer.pc) this.pcs.delete(peerId);
     const { pc } = peer;

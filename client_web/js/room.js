@@ -5,11 +5,11 @@
 // document.body.dataset.state. States: prejoin | joining | in-call | full | left | error.
 
 import { io } from '/vendor/socket.io.esm.min.js';
+import { SOCKET_OPTIONS, firstMedia, roomId as pageRoomId, takeFirstSocket } from './early.js';
 import { initI18n, t } from './i18n.js';
 import { firstTrack, getLocalMedia, stopStream } from './media.js';
 import { Mesh } from './mesh.js';
 
-const ROOM_ID_RE = /^[A-Za-z0-9_-]{22,64}$/;
 const NAME_MAX = 64;
 const JOIN_TIMEOUT_MS = 10000;
 const SIGNAL_TIMEOUT_MS = 10000;
@@ -63,6 +63,7 @@ let mesh = null;
 let joinPending = false; // between emitting `join` and its ack
 let pending = []; // room events that arrived before the join ack, replayed once the mesh exists
 let connectErrors = 0;
+let connectFailed = false; // the current socket has failed to connect at least once
 let rejoining = false; // lost the server during a call: keep retrying, the call view stays up
 let micMuted = false;
 let cameraOff = false;
@@ -112,11 +113,12 @@ function setJoinButton(key, disabled) {
 
 // ---------------------------------------------------------------------------------------- media
 
-async function acquireMedia() {
+/** Show the device check and wait for it; `started` is a getLocalMedia() already under way. */
+async function acquireMedia(started = null) {
   els.previewStatus.dataset.i18n = 'prejoin.checking';
   els.previewStatus.textContent = t('prejoin.checking');
   els.previewStatus.hidden = false;
-  const { stream, error } = await getLocalMedia();
+  const { stream, error } = await (started ?? getLocalMedia());
   localStream = stream;
   applyTrackSwitches();
   showPreview();
@@ -391,9 +393,11 @@ function isPeerPayload(p) {
   return p && typeof p.id === 'string' && p.id.length > 0;
 }
 
-function connect() {
+/** Open a connection and listen on it; `early` is {socket, failed} from early.js to adopt instead. */
+function connect(early = null) {
   connectErrors = 0;
-  const s = io({ transports: ['websocket', 'polling'] });
+  connectFailed = Boolean(early?.failed);
+  const s = early?.socket ?? io({ ...SOCKET_OPTIONS });
   socket = s;
 
   s.on('connect', async () => {
@@ -403,6 +407,7 @@ function connect() {
   });
 
   s.on('connect_error', (err) => {
+    if (s === socket) connectFailed = true;
     if (s !== socket || !wantJoin) return; // before "Join": stay quiet; the click starts over if needed
     connectErrors += 1;
     const code = err?.data?.error === 'rate-limited' || err?.message === 'rate-limited' ? 'rate-limited' : 'server-unreachable';
@@ -538,8 +543,10 @@ function giveUp(code, state) {
 async function startJoin() {
   if (!roomId || api.state === 'joining') return;
   wantJoin = true;
-  if (socket && !socket.connected) {
-    // "Try again" while Socket.IO is still retrying in the background: start over cleanly.
+  if (socket && !socket.connected && (connectFailed || !socket.active)) {
+    // "Try again" while Socket.IO is still retrying in the background: start over cleanly. A socket
+    // that is still on its first attempt (the click came right after the page loaded) is kept:
+    // starting over would throw away the handshake that is almost done.
     const old = socket;
     socket = null;
     old.disconnect();
@@ -587,18 +594,6 @@ function rejoin() {
   startJoin();
 }
 
-function parseRoomId(pathname) {
-  const match = /^\/r\/([^/]+)\/?$/.exec(pathname);
-  if (!match) return null;
-  let id;
-  try {
-    id = decodeURIComponent(match[1]);
-  } catch {
-    return null;
-  }
-  return ROOM_ID_RE.test(id) ? id : null;
-}
-
 // ----------------------------------------------------------------------------------------- main
 
 function main() {
@@ -624,7 +619,7 @@ function main() {
     stopStream(localStream);
   });
 
-  roomId = parseRoomId(window.location.pathname);
+  roomId = pageRoomId;
   if (!roomId) {
     // A broken link: don't even ask for the camera.
     els.previewStatus.hidden = true;
@@ -638,8 +633,9 @@ function main() {
   // The button stays disabled in the HTML until the handlers above exist, so an early click can
   // never fall through to a native form submission (which would put the typed name in the URL).
   els.join.disabled = false;
-  mediaReady = acquireMedia();
-  connect();
+  // Both started by early.js while this module was still loading.
+  mediaReady = acquireMedia(firstMedia);
+  connect(takeFirstSocket());
 }
 
 main();

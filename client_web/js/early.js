@@ -1,0 +1,64 @@
+// Started the moment the call page's HTML arrives: room.html loads this module with `async`, so it runs
+// as soon as it and media.js are here, without waiting for the page's other modules or the end of the
+// document. Camera and microphone start at once (they take a while), and the Socket.IO connection
+// opens as soon as the library is here, so that "Join" finds it ready. room.js imports this same
+// module instance (same URL) and picks both up. Nothing is sent until the person joins. No DOM code.
+
+import { getLocalMedia } from './media.js';
+
+const ROOM_ID_RE = /^[A-Za-z0-9_-]{22,64}$/;
+
+/** The room id of a call page path `/r/<id>`, or null when the link is broken. */
+export function parseRoomId(pathname) {
+  const match = /^\/r\/([^/]+)\/?$/.exec(pathname);
+  if (!match) return null;
+  let id;
+  try {
+    id = decodeURIComponent(match[1]);
+  } catch {
+    return null;
+  }
+  return ROOM_ID_RE.test(id) ? id : null;
+}
+
+/** This page's room id, or null on a broken link. */
+export const roomId = parseRoomId(globalThis.location?.pathname ?? '');
+
+/**
+ * The page's first getUserMedia ({stream, error}, see media.js), already under way; null on a broken
+ * link, where we don't even ask for the camera.
+ */
+export const firstMedia = roomId ? getLocalMedia() : null;
+
+/** Options of every Socket.IO connection the call page opens: WebSocket first saves a round trip. */
+export const SOCKET_OPTIONS = { transports: ['websocket', 'polling'] };
+
+let earlySocket = null;
+let earlySocketFailed = false;
+let socketTaken = false;
+
+if (roomId) {
+  import('/vendor/socket.io.esm.min.js')
+    .then(({ io }) => {
+      if (socketTaken) return; // room.js ran first and opened its own
+      earlySocket = io({ ...SOCKET_OPTIONS });
+      earlySocket.on('connect_error', () => {
+        earlySocketFailed = true;
+      });
+    })
+    .catch(() => {
+      /* room.js imports the library too and opens the connection itself */
+    });
+}
+
+/**
+ * Hand the early connection over (once): `{socket, failed}` where `failed` tells that it has failed
+ * to connect at least once, or null when it isn't open yet (then it never will be: the caller opens
+ * its own).
+ */
+export function takeFirstSocket() {
+  socketTaken = true;
+  const socket = earlySocket;
+  earlySocket = null;
+  return socket ? { socket, failed: earlySocketFailed } : null;
+}
