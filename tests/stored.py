@@ -25,3 +25,9 @@ def session_rows(data_dir: Path) -> list[tuple[object, ...]]:
         )
         for room, ip, name, closed in rows
     ]
+
+
+def session_telemetry(data_dir: Path) -> list[tuple[object, ...]]:
+    """(route, setup_ms, participants) of every session row, in order: what the browsers reported."""
+    with closing(sqlite3.connect(data_dir / "kijkmee.sqlite3")) as db:
+        return db.execute("SELECT route, setup_ms, participants FROM sessions ORDER BY id").fetchall()

@@ -62,6 +62,8 @@ let wantJoin = false;
 let mesh = null;
 let joinPending = false; // between emitting `join` and its ack
 let pending = []; // room events that arrived before the join ack, replayed once the mesh exists
+let joinStartedAt = 0; // performance.now() when join was sent: set-up time for the telemetry report
+let reported = false; // one telemetry report per join
 let connectErrors = 0;
 let connectFailed = false; // the current socket has failed to connect at least once
 let rejoining = false; // lost the server during a call: keep retrying, the call view stays up
@@ -334,6 +336,10 @@ function createMesh(ack) {
   m.on('state', ({ peerId, connectionState }) => {
     const tile = remoteTile(peerId);
     if (tile) setTileStatus(tile, connectionState);
+    if (connectionState === 'connected' && !reported) {
+      reported = true;
+      reportSetup(peerId);
+    }
   });
   m.on('failed', ({ peerId }) => {
     failingPeers.add(peerId);
@@ -343,6 +349,34 @@ function createMesh(ack) {
   });
   m.on('recovered', ({ peerId }) => peerFixed(peerId));
   return m;
+}
+
+/**
+ * Telemetry without personal data (docs/signaling-protocol.md, `report`): whether the first connected
+ * peer is reached directly or through the relay, and how long it took from join. No addresses leave
+ * the page: only the candidate types of the selected pair are looked at.
+ */
+async function reportSetup(peerId) {
+  const pc = pcs.get(peerId);
+  const s = socket;
+  if (!pc || !s) return;
+  const setupMs = Math.min(600000, Math.max(0, Math.round(performance.now() - joinStartedAt)));
+  let route = 'direct';
+  try {
+    const stats = await pc.getStats();
+    let pairId = null;
+    stats.forEach((r) => {
+      if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
+    });
+    const pair = pairId ? stats.get(pairId) : null;
+    const types = pair
+      ? [stats.get(pair.localCandidateId)?.candidateType, stats.get(pair.remoteCandidateId)?.candidateType]
+      : [];
+    if (types.includes('relay')) route = 'relay';
+  } catch {
+    // no stats: report the time anyway, as direct (the common case)
+  }
+  if (s === socket && s.connected) s.emit('report', { route, setupMs });
 }
 
 function peerFixed(peerId) {
@@ -476,6 +510,8 @@ function connect(early = null) {
 function sendJoin(s) {
   setState('joining');
   joinPending = true;
+  joinStartedAt = performance.now();
+  reported = false;
   pending = [];
   const payload = { room: roomId };
   const name = cleanName(els.name.value);

@@ -162,6 +162,11 @@ def test_three_people_call_a_fourth_is_turned_away_and_a_leave_frees_the_seat(
         (room_id, "127.0.0.1", "Carla", 1),
         (room_id, "127.0.0.1", "Dirk", 1),
     ]
+    # Each browser reported its set-up (telemetry without personal data): direct, with a time; and the
+    # server noted the call size.
+    telemetry = stored.session_telemetry(serve.data_dir)
+    assert [(route, participants) for route, _, participants in telemetry] == [("direct", 3)] * 4, telemetry
+    assert all(isinstance(ms, int) and 0 < ms < 60_000 for _, ms, _ in telemetry), telemetry
     # And the server's log holds none of it.
     logs = serve.logs()
     assert '"route": "/r/{room}"' in logs  # the access log is on, and writes route templates only

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests import stored
 from tests.conftest import IN_CI
 from tests.e2e.ca import Pki, make_pki
 from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ServeProcess, start_serve, stop_serve
@@ -129,6 +130,14 @@ def test_three_way_call_through_the_relay(relayed_serve: ServeProcess, browser: 
                 assert route["local"] == "relay", route
                 assert route["relayProtocol"] == transport, route
                 assert route["url"].startswith("turns:" if transport == "tls" else "turn:"), route
+        # The browsers reported the relayed route with their set-up time (telemetry, no addresses).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            recent = stored.session_telemetry(relayed_serve.data_dir)[-3:]
+            if len(recent) == 3 and all(route == "relay" for route, _, _ in recent):
+                break
+            time.sleep(0.1)
+        assert [(route, isinstance(ms, int)) for route, ms, _ in recent] == [("relay", True)] * 3, recent
     finally:
         close(pages)
 
