@@ -54,7 +54,13 @@ class Context:
                 f"there is no enabled operator account {self.actor!r}; give --as NAME of an operator"
                 " (make the first one with: kijkmee admin operator add NAME --role admin)"
             )
-        authorise(record.role, permission)
+        try:
+            authorise(record.role, permission)
+        except StoreError:
+            # Refusals are traced too (annex 2): who tried what.
+            await self.store.append_audit(self.actor, "access.denied", f"permission:{permission.value}",
+                                          dt.datetime.now(dt.UTC))
+            raise
 
 
 def _time(text: str) -> dt.datetime:

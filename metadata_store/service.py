@@ -43,6 +43,10 @@ API_KEY_PREFIX = "kmk_"
 class Forbidden(StoreError):
     """The operator's role does not allow this (annex 2: the authorisation matrix)."""
 
+    def __init__(self, message: str, permission: str = "unknown") -> None:
+        super().__init__(message)
+        self.permission = permission
+
 
 class SignInFailed(StoreError):
     """Wrong user name, password or code, a disabled account, or a lock; the words never say which."""
@@ -89,7 +93,7 @@ def authorise(role: str, permission: operators.Permission) -> None:
     except ValueError:
         allowed = False
     if not allowed:
-        raise Forbidden(f"the role {role!r} may not do {permission.value}")
+        raise Forbidden(f"the role {role!r} may not do {permission.value}", permission.value)
 
 
 class DataHandling:

@@ -190,6 +190,9 @@ def guarded(permission: P | None, handler: Handler) -> Callable[[web.Request], A
                 authorise(caller.role, permission)
             return await handler(request, caller)
         except Forbidden as exc:
+            # Refusals are traced too (annex 2): who tried what, never with which values.
+            await admin.store.append_audit(caller.username, "access.denied", f"permission:{exc.permission}",
+                                           admin.clock())
             return _error(403, "forbidden", str(exc))
         except NotFound as exc:
             return _error(404, "not-found", str(exc))

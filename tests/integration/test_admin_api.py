@@ -19,7 +19,7 @@ import pytest_asyncio
 from kijkmee.config import ServeConfig
 from kijkmee.serve import RunningServer, running
 from kijkmee.storage import open_store
-from metadata_store import operators
+from metadata_store import audit, operators
 from metadata_store.backup import read_backup
 from metadata_store.crypto import KeyStore, default_key_folder
 from metadata_store.exports import SUBJECT_EXPORT_SCHEMA
@@ -117,6 +117,7 @@ BODIES = {
 @pytest.mark.parametrize("role", list(Role), ids=lambda r: r.value)
 async def test_every_route_answers_each_role_as_the_matrix_says(site: Site, role: Role) -> None:
     session, csrf = await signed_in(site, role)
+    refused: list[str] = []
     for method, template, permission, _ in ROUTES:
         url = site.live.url + _path(template)
         async with session.request(method, url, json=BODIES.get(template, {}),
@@ -127,6 +128,20 @@ async def test_every_route_answers_each_role_as_the_matrix_says(site: Site, role
                 assert r.status not in (401, 403), (method, template, r.status, text)
             else:
                 assert (r.status, json.loads(text)["error"]) == (403, "forbidden"), (method, template, text)
+                refused.append(f"permission:{permission.value}" if permission else "")
+    # Every refusal is in the audit log under the operator's name (annex 2: traceability).
+    name = site.people[role].username
+    denied = [e["object_id"] for e in await read_audit(site) if e["action"] == "access.denied" and e["actor"] == name]
+    assert sorted(denied) == sorted(refused)
+
+
+async def read_audit(site: Site) -> list[dict[str, str]]:
+    """The audit log as the store holds it (read directly, so reading it adds no entry)."""
+    store = await open_store(ServeConfig(data_dir=site.data_dir))
+    try:
+        return [json.loads(audit.entry_to_json(e)) for e in await store.audit_entries()]
+    finally:
+        await store.close()
 
 
 async def test_every_route_needs_a_signed_in_operator(site: Site) -> None:

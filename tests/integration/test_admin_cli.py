@@ -259,7 +259,17 @@ def test_a_role_without_the_permission_is_refused_and_nothing_changes(data_dir: 
                 assert value not in line
 
     after = with_store(data_dir, state)
-    assert after == before
+    # Nothing changed but the audit log, which now traces each refusal of an existing account (annex 2).
+    assert after[:2] == before[:2] and after[3:] == before[3:]
+    old = len(before[2])
+    assert after[2][:old] == before[2]
+    assert sorted((e.actor, e.action, e.object_id) for e in after[2][old:]) == sorted(
+        (actor, "access.denied", f"permission:{permission}") for actor, permission in (
+            ("ada", "subjects.search"), ("ada", "subjects.export"), ("ada", "controllers.export"),
+            ("aud", "subjects.erase"), ("aud", "controllers.offboard"),
+            ("pim", "retention.run"), ("pim", "operators.manage"),
+        )
+    )
     assert [s.id for s in after[0]] == ids
     assert not (default_key_folder(data_dir) / "acme.key").exists()
 
