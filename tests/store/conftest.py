@@ -91,6 +91,22 @@ class RawDb:
         finally:
             await db.close()
 
+    async def stored_bytes(self) -> bytes:
+        """What the server keeps on disk for the sessions table, as bytes: SQLite's file and WAL; for
+        PostgreSQL, after a CHECKPOINT, the files of the sessions table and of every index on it."""
+        if self.kind == "sqlite":
+            return self.file_bytes()
+        db = await asyncpg.connect(self.dsn)
+        try:
+            await db.execute("CHECKPOINT")
+            paths = await db.fetch(
+                "SELECT pg_relation_filepath(c.oid) AS path FROM pg_class c WHERE c.oid = 'sessions'::regclass"
+                " OR c.oid IN (SELECT indexrelid FROM pg_index WHERE indrelid = 'sessions'::regclass)"
+            )
+            return b"".join([await db.fetchval("SELECT pg_read_binary_file($1)", r["path"]) for r in paths])
+        finally:
+            await db.close()
+
     def file_bytes(self) -> bytes:
         """SQLite: the database file followed by its write-ahead log, as they are on disk now."""
         assert self.path is not None
