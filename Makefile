@@ -18,7 +18,8 @@ setup: $(VENV)/.installed client_web/node_modules/.package-lock.json
 
 setup-test: $(VENV)/.installed-test client_web/node_modules/.package-lock.json system-packages
 
-$(VENV)/.installed: pyproject.toml
+# turn_relay/_fastpath.c: pip install -e . compiles the relay's C fast path in place; rebuild it when it changes.
+$(VENV)/.installed: pyproject.toml turn_relay/_fastpath.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e .

@@ -108,6 +108,10 @@ class RelayNodeConfig:
     log_level: str = "info"
     """debug, info, warning or error. Logs never hold a client IP, username or peer address."""
 
+    python_data_plane: bool = False
+    """Relay every packet in Python even where the C fast path (turn_relay/_fastpath.c) is built; the
+    relay behaves the same, at several times the CPU per packet (for comparison, or as a fallback)."""
+
     def validate(self) -> RelayNodeConfig:
         for where, values in (("listen", self.listen), ("tls_listen", self.tls_listen)):
             for value in values:
@@ -167,7 +171,7 @@ class RunningRelay:
     def __init__(self, config: RelayNodeConfig, secrets: tuple[bytes, ...]) -> None:
         self.config = config
         self.server = RelayServer(config.core_config(secrets), nonce_key=os.urandom(32), random_bytes=os.urandom)
-        self.node = RelayNode(self.server)
+        self.node = RelayNode(self.server, fast_path=False if config.python_data_plane else None)
         self.node.bind_hosts = config.bind_hosts()
         self.tls: ssl.SSLContext | None = None
         self.udp: list[tuple[str, int]] = []

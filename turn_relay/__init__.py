@@ -11,4 +11,7 @@ The sans-IO core, no asyncio, sockets, clock or randomness of its own:
 - ``policy`` (which peers may be reached), ``classify`` (the encrypted-only gate, RFC 7983);
 - ``limits`` (token buckets, bounded per-source tables), ``metrics`` (counters, drop reasons);
 - ``errors`` (refusals with their wire codes), ``responses``, ``config``, ``addresses``, ``actions``.
+
+``node`` runs it on asyncio sockets; ``_fastpath`` (C, optional) is the node's data plane for
+ChannelData on bound channels, fed and pruned by the node from the core's state.
 """

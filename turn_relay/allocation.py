@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from turn_relay.addresses import Address, FiveTuple
 from turn_relay.classify import MediaPath
-from turn_relay.limits import TokenBucket
+from turn_relay.limits import RateBucket
 from turn_relay.responses import ReplyTo
 from turn_relay.stun import IPAddress
 
@@ -98,7 +98,7 @@ class Allocation:
     )
 
     def __init__(
-        self, allocation_id: int, five_tuple: FiveTuple, username: str, relay: Address, bucket: TokenBucket | None
+        self, allocation_id: int, five_tuple: FiveTuple, username: str, relay: Address, bucket: RateBucket | None
     ) -> None:
         self.id = allocation_id
         """The handle the I/O layer knows the relayed socket by."""
@@ -196,7 +196,7 @@ class AllocationTable:
     def __len__(self) -> int:
         return len(self.by_id)
 
-    def create(self, five_tuple: FiveTuple, username: str, relay: Address, bucket: TokenBucket | None) -> Allocation:
+    def create(self, five_tuple: FiveTuple, username: str, relay: Address, bucket: RateBucket | None) -> Allocation:
         """Register a new (pending) allocation; the caller sets its lifetime and schedules it."""
         allocation = Allocation(self._next_id, five_tuple, username, relay, bucket)
         self._next_id += 1

@@ -26,7 +26,7 @@ from turn_relay.errors import (
     UnsupportedTransport,
     WrongCredentials,
 )
-from turn_relay.limits import TokenBucket
+from turn_relay.limits import BucketFactory, TokenBucket
 from turn_relay.metrics import DropReason, RelayMetrics
 from turn_relay.policy import PeerPolicy
 from turn_relay.responses import ReplyTo
@@ -101,6 +101,8 @@ class TurnRequests:
         self._ports = range(config.min_port, config.max_port + 1)
         self.draining = False
         """Refuse new allocations with 508 (see ``RelayServer.draining``)."""
+        self.bucket_factory: BucketFactory = TokenBucket
+        """Makes each new allocation's bandwidth bucket (see ``RelayServer.bucket_factory``)."""
 
     def allocate(self, request: Request) -> Outcome:
         """RFC 8656 7.2: check the request, reserve a relayed port and ask the I/O layer to open it."""
@@ -119,7 +121,7 @@ class TurnRequests:
         if port is None:
             raise InsufficientCapacity("no relayed port free")
         limit = config.bandwidth_limit
-        bucket = None if limit is None else TokenBucket(limit, limit, request.now)
+        bucket = None if limit is None else self.bucket_factory(limit, limit, request.now)
         allocation = self._table.create(request.five_tuple, request.username, (host, port), bucket)
         lifetime = desired_lifetime(message.get(Lifetime), config)
         allocation.expires = request.now + lifetime

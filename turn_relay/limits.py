@@ -10,9 +10,22 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 V = TypeVar("V")
+
+
+class RateBucket(Protocol):
+    """What an allocation's bandwidth cap offers: :class:`TokenBucket`, or the same in C
+    (``turn_relay._fastpath.TokenBucket``) when the node's fast path shares the tokens."""
+
+    def take(self, amount: float, now: float) -> bool:
+        """Take ``amount`` tokens if there are that many; False (taking none) otherwise."""
+        ...
+
+
+BucketFactory = Callable[[float, float, float], RateBucket]
+"""``(rate, burst, now) -> bucket``: how allocations get their bandwidth cap."""
 
 
 class TokenBucket:

@@ -4,6 +4,15 @@ UDP sockets (listeners and relayed ports) are read with `loop.add_reader` and dr
 non-blocking `recvfrom` until empty: stock asyncio datagram transports call `recvfrom(256 KiB)` per
 datagram, which costs an mmap/munmap each time and several times the CPU of the TURN logic itself.
 TCP and TLS clients are asyncio protocols that cut the stream into frames with `StreamFramer`.
+
+When the C extension `turn_relay._fastpath` is built (and not switched off), it owns the UDP sockets
+instead: one epoll set, drained with recvmmsg, whose ChannelData on bound channels it forwards itself
+(sendmmsg) and whose every other datagram it hands, in order, to `_client_slow` / `_peer_slow`, i.e. to
+the same `RelayServer` calls. After each such call the node copies the allocation's channels (numbers,
+peers, expiries, the gate's keyed flag, the shared bandwidth bucket) to the engine; after each timer
+tick the engine forgets lapsed channels; closing a relayed socket forgets its allocation. The core
+stays the authority: the engine only ever forwards what the core would forward, and counts into the
+core's metrics and this node's counters.
 """
 
 from __future__ import annotations
@@ -19,8 +28,18 @@ from dataclasses import dataclass, field
 
 from turn_relay.actions import Action, CloseRelay, OpenRelay, SendToClient, SendToPeer
 from turn_relay.addresses import Address, FiveTuple, Transport, canonical_host
+from turn_relay.allocation import Allocation
+from turn_relay.metrics import DropReason
 from turn_relay.server import RelayServer
 from turn_relay.stun import StreamFramer, StunDecodeError
+
+try:
+    from turn_relay import _fastpath
+except ImportError:  # built without a C compiler, or not on Linux: the pure-Python path does everything
+    _fastpath = None  # type: ignore[assignment]
+
+FAST_PATH_AVAILABLE = _fastpath is not None
+"""True when the C fast path (``turn_relay/_fastpath.c``) is built."""
 
 MAX_DATAGRAM = 65536
 DRAIN_BATCH = 256
@@ -113,11 +132,21 @@ class StreamClient(asyncio.Protocol):
 class RelayNode:
     """Runs one `RelayServer` on real sockets in the running event loop."""
 
-    def __init__(self, server: RelayServer, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, server: RelayServer, clock: Callable[[], float] = time.time, fast_path: bool | None = None
+    ) -> None:
+        """``fast_path``: forward ChannelData of bound channels in C; None: when it is built. Set it
+        before the server has allocations (their bandwidth buckets must be the engine's)."""
         self.server = server
         self.clock = clock
         self.counters = NodeCounters()
         self.loop = asyncio.get_running_loop()
+        self.fast: _fastpath.Engine | None = None
+        """The C data plane, or None on the pure-Python path."""
+        if fast_path is None:
+            fast_path = FAST_PATH_AVAILABLE
+        if fast_path:
+            self.fast = self._start_fast_path()
         self.listeners: dict[Address, socket.socket] = {}
         self.relays: dict[Address, socket.socket] = {}
         self.streams: dict[FiveTuple, asyncio.Transport] = {}
@@ -138,7 +167,26 @@ class RelayNode:
         return self.server.draining
 
     def drain(self) -> None:
+        """No new allocations; existing ones (and their fast-path channels) run on until they end."""
         self.server.draining = True
+
+    def _start_fast_path(self) -> _fastpath.Engine:
+        if _fastpath is None:
+            raise RuntimeError("the fast path is not built (turn_relay/_fastpath.c needs a C compiler, on Linux)")
+        server = self.server
+        engine = _fastpath.Engine(
+            self._client_slow,
+            self._peer_slow,
+            self.clock,
+            server.metrics,
+            self.counters,
+            (DropReason.NOT_RFC7983, DropReason.RTP_BEFORE_DTLS, DropReason.BANDWIDTH),
+            not server.config.allow_unencrypted,
+            0x80 if server.config.legacy_channels else 0x50,
+        )
+        server.bucket_factory = _fastpath.TokenBucket
+        self.loop.add_reader(engine.fileno(), engine.poll)
+        return engine
 
     # -- listeners ------------------------------------------------------------------------------
 
@@ -146,14 +194,17 @@ class RelayNode:
         sock = _udp_socket(host, port)
         address = _address(sock.getsockname())
         self.listeners[address] = sock
-        self.loop.add_reader(sock.fileno(), self._client_datagrams, sock, address)
+        if self.fast is not None:
+            self.fast.add_listener(sock.fileno(), address)
+        else:
+            self.loop.add_reader(sock.fileno(), self._client_datagrams, sock, address)
         return address
 
     def close_udp(self, address: Address) -> None:
         """Stop one UDP listener (used when its port number turns out to be taken for TCP)."""
         sock = self.listeners.pop(address, None)
         if sock is not None:
-            self.loop.remove_reader(sock.fileno())
+            self._unwatch(sock)
             sock.close()
 
     async def listen_stream(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> Address:
@@ -180,10 +231,22 @@ class RelayNode:
         for transport in list(self.streams.values()):
             transport.abort()
         for sock in [*self.listeners.values(), *self.relays.values()]:
-            self.loop.remove_reader(sock.fileno())
+            self._unwatch(sock)
             sock.close()
         self.listeners.clear()
         self.relays.clear()
+        if self.fast is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self.loop.remove_reader(self.fast.fileno())
+            self.fast.close()
+
+    def _unwatch(self, sock: socket.socket) -> None:
+        """Stop reading ``sock`` (from the loop or the fast path), before it is closed."""
+        if self.fast is not None:
+            self.fast.remove_socket(sock.fileno())
+        else:
+            with contextlib.suppress(OSError, ValueError):
+                self.loop.remove_reader(sock.fileno())
 
     # -- input ----------------------------------------------------------------------------------
 
@@ -215,8 +278,47 @@ class RelayNode:
             execute(handle(relay, (raw[0], raw[1]), data, now))
 
     def _tick(self) -> None:
-        self.execute(self.server.handle_timer(self.clock()))
+        self.run_timers()
         self._ticker = self.loop.call_later(TICK, self._tick)
+
+    def run_timers(self) -> None:
+        """Expire what is due now (the tick calls it every second; tests with their own clock too)."""
+        now = self.clock()
+        self.execute(self.server.handle_timer(now))
+        if self.fast is not None:
+            self.fast.expire(now)
+
+    # -- the fast path's hand-over ----------------------------------------------------------------
+
+    def _client_slow(self, data: bytes, host: str, port: int, server_address: Address, now: float) -> None:
+        """A datagram the fast path leaves to the core: what `_client_datagrams` does with it."""
+        five_tuple = FiveTuple(Transport.UDP, (host, port), server_address)
+        self.execute(self.server.handle_client_data(data, five_tuple, now))
+        self._sync(self.server.allocations.by_five_tuple.get(five_tuple))
+
+    def _peer_slow(self, data: bytes, host: str, port: int, relay: Address, now: float) -> None:
+        """A peer datagram the fast path leaves to the core: what `_peer_datagrams` does with it."""
+        self.execute(self.server.handle_peer_data(relay, (host, port), data, now))
+        self._sync(self.server.allocations.by_relay.get(relay))
+
+    def _sync(self, allocation: Allocation | None) -> None:
+        """Tell the engine the allocation's channels as the core has them now (replacing what it knew)."""
+        fast = self.fast
+        if fast is None or allocation is None or allocation.pending is not None:
+            return
+        five_tuple = allocation.five_tuple
+        relay, listener = self.relays.get(allocation.relay), self.listeners.get(five_tuple.server)
+        if five_tuple.transport is not Transport.UDP or relay is None or listener is None:
+            return  # TCP/TLS clients: the core relays every packet
+        bucket = allocation.bucket
+        if bucket is not None and not isinstance(bucket, _fastpath.TokenBucket):
+            return  # made before the fast path started: its tokens live in Python, so does its traffic
+        channels = [
+            (binding.number, binding.peer[0], binding.peer[1], binding.expires, binding.permission.expires,
+             binding.path.keyed)
+            for binding in allocation.channels.values()
+        ]
+        fast.set_allocation(relay.fileno(), listener.fileno(), *five_tuple.client, bucket, channels)
 
     # -- output ---------------------------------------------------------------------------------
 
@@ -266,13 +368,15 @@ class RelayNode:
             return
         self.relays[action.relay] = sock
         self.counters.relay_ports_open += 1
-        self.loop.add_reader(sock.fileno(), self._peer_datagrams, sock, action.relay)
+        if self.fast is not None:
+            self.fast.add_relay(sock.fileno(), action.relay)
+        else:
+            self.loop.add_reader(sock.fileno(), self._peer_datagrams, sock, action.relay)
         self.execute(self.server.relay_opened(action.allocation_id, now))
 
     def _close_relay(self, action: CloseRelay) -> None:
         sock = self.relays.pop(action.relay, None)
         if sock is not None:
             self.counters.relay_ports_open -= 1
-            with contextlib.suppress(OSError, ValueError):
-                self.loop.remove_reader(sock.fileno())
+            self._unwatch(sock)  # the fast path forgets the allocation's channels with it
             sock.close()

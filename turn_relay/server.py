@@ -21,7 +21,7 @@ from turn_relay.authenticate import Authenticator
 from turn_relay.config import RelayConfig, relay_hosts
 from turn_relay.errors import BadRequest, CredentialsRefused, InsufficientCapacity, RequestError, UnknownAttributeError
 from turn_relay.handlers import Outcome, Request, TurnRequests
-from turn_relay.limits import AuthFailureTracker, UnauthenticatedLimiter
+from turn_relay.limits import AuthFailureTracker, BucketFactory, UnauthenticatedLimiter
 from turn_relay.metrics import DropReason, RelayMetrics
 from turn_relay.policy import PeerPolicy
 from turn_relay.relaying import DataPlane
@@ -192,6 +192,17 @@ class RelayServer:
     @draining.setter
     def draining(self, value: bool) -> None:
         self._turn.draining = value
+
+    @property
+    def bucket_factory(self) -> BucketFactory:
+        """Makes the bandwidth bucket of each new allocation: :class:`~turn_relay.limits.TokenBucket`, or
+        the I/O layer's own with the same arithmetic when it takes tokens outside the core (the node's
+        C fast path). Set it before the first allocation."""
+        return self._turn.bucket_factory
+
+    @bucket_factory.setter
+    def bucket_factory(self, factory: BucketFactory) -> None:
+        self._turn.bucket_factory = factory
 
     def replace_secrets(self, secrets: tuple[bytes, ...]) -> None:
         """New TURN REST secrets (e.g. on SIGHUP): later requests are checked against them; existing

@@ -39,6 +39,12 @@ def _rate(run: dict[str, Any], z: int) -> str:
     return _f(run.get("relayed_pps_peak_1s"), 0)
 
 
+def _fast_path(machine: dict[str, Any]) -> str:
+    """Whether our relay ran with turn_relay/_fastpath.c (results before it existed have no such key)."""
+    built = machine.get("fast_path_built")
+    return "not recorded" if built is None else ("on" if built else "not built")
+
+
 def write_markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     summary = results["summary"]
@@ -46,7 +52,8 @@ def write_markdown(results: dict[str, Any]) -> str:
     out = [
         "# relay_vs_coturn",
         "",
-        f"Our TURN relay (`kijkmee relay`, one asyncio process, uvloop: {m['uvloop_in_venv'] or 'not installed'}) "
+        f"Our TURN relay (`kijkmee relay`, one asyncio process, uvloop: {m['uvloop_in_venv'] or 'not installed'}, "
+        f"C fast path: {_fast_path(m)}) "
         f"against coturn {m['coturn_package']} (Debian package, `--relay-threads=1`), UDP over loopback on "
         f"{m['cpu']} ({m['cores']} cores, kernel {m['kernel']}), {m['date']}. Each server is pinned to core 0; the "
         "load generator, its echo peer and the driver to core 1. A *relayed packet* is one datagram a server "
@@ -65,7 +72,7 @@ def write_markdown(results: dict[str, Any]) -> str:
         f"Idle CPU (3 s at rest): coturn {_f((results.get('idle_cpu_fraction') or {}).get('coturn'), 3, 100, ' %')}, "
         f"ours {_f((results.get('idle_cpu_fraction') or {}).get('ours'), 3, 100, ' %')}. Measured runs disturbed by "
         f"other processes (> 10 % of a core, after repeats): {goals.get('tainted_runs', DASH)} of "
-        f"{goals.get('runs', DASH)}. Why ours costs more, and what would fix it: "
+        f"{goals.get('runs', DASH)}. Where our relay's time goes: "
         "`bench/relay_vs_coturn/README.md`, \"Where our relay's time goes\".",
         "",
     ]

@@ -77,11 +77,13 @@ def machine_info() -> dict[str, Any]:
     venv_python = ROOT / ".venv" / "bin" / "python"
     uvloop = subprocess.run([str(venv_python), "-c", "import uvloop; print(uvloop.__version__)"],
                             capture_output=True, text=True).stdout.strip() or None
+    fast_path = subprocess.run([str(venv_python), "-c", "import turn_relay._fastpath"],
+                               capture_output=True).returncode == 0  # kijkmee relay uses it when built
     gcc = subprocess.run(["gcc", "--version"], capture_output=True, text=True).stdout.splitlines()[:1]
     return {
         "cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(), "os": platform.platform(),
         "python": platform.python_version(), "coturn_package": coturn, "uvloop_in_venv": uvloop,
-        "gcc": gcc[0] if gcc else None,
+        "fast_path_built": fast_path, "gcc": gcc[0] if gcc else None,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "ip_local_port_range": Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split(),
         "rmem_max": int(Path("/proc/sys/net/core/rmem_max").read_text()),
@@ -579,6 +581,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--allocations", type=int, default=10_000)
     p.add_argument("--idle-seconds", type=float, default=3.0, help="measure both servers' CPU use at rest")
     p.add_argument("--retries", type=int, default=2, help="repeats of a run tainted by other load on the cores")
+    p.add_argument("--quiet-wait", type=float, default=30.0,
+                   help="longest wait (s) for other processes to quiet down before each measured run; on a machine "
+                        "that stays busy every run waits this long")
     p.add_argument("--skip", nargs="*", default=[], choices=["uclient", "pump", "memory"])
     p.add_argument("--server-core", type=int, default=0)
     p.add_argument("--generator-core", type=int, default=1)
@@ -617,6 +622,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"missing {tool} (Debian packages coturn, gcc, util-linux)", file=sys.stderr)
             return 2
     os.sched_setaffinity(0, {opts.generator_core})
+    srv.QUIET_WAIT[0] = opts.quiet_wait
     GENERATOR_CORE[0] = opts.generator_core
     srv.raise_nofile()
     began = time.monotonic()

@@ -202,10 +202,15 @@ def foreign_cpu(before: tuple[dict[int, float], float], after: tuple[dict[int, f
     return total, after[1] - before[1]
 
 
-def wait_quiet(exclude: set[int], limit: float = 0.05, window: float = 0.5, max_wait: float = 30.0) -> float:
+QUIET_WAIT = [30.0]
+"""Longest wait for other processes to quiet down before a measured run (run.py --quiet-wait)."""
+
+
+def wait_quiet(exclude: set[int], limit: float = 0.05, window: float = 0.5, max_wait: float | None = None) -> float:
     """Wait until other processes use less than ``limit`` cores over ``window`` s (at most ``max_wait`` s);
     returns the seconds waited."""
     start = time.monotonic()
+    max_wait = QUIET_WAIT[0] if max_wait is None else max_wait
     while time.monotonic() - start < max_wait:
         first = process_cpu_snapshot()
         time.sleep(window)

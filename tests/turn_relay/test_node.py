@@ -47,16 +47,31 @@ async def start(secret_file: Path, tmp_path: Path, **options: object) -> Running
     return await RunningRelay.start(RelayNodeConfig(**settings).validate())  # type: ignore[arg-type]
 
 
+@pytest.fixture(params=["c", "python"], ids=["fast-path", "python-path"])
+def data_plane(request: pytest.FixtureRequest) -> dict[str, object]:
+    """Every real-socket scenario below runs on both data planes: the C fast path and pure Python."""
+    from turn_relay.node import FAST_PATH_AVAILABLE
+
+    if request.param == "c" and not FAST_PATH_AVAILABLE:
+        if IN_CI:
+            pytest.fail("turn_relay._fastpath is not built")
+        pytest.skip("turn_relay._fastpath is not built (needs a C compiler)")
+    return {"python_data_plane": request.param == "python"}
+
+
 @pytest.fixture
-async def relay(secret_file: Path, tmp_path: Path) -> AsyncIterator[RunningRelay]:
-    running = await start(secret_file, tmp_path)
+async def relay(secret_file: Path, tmp_path: Path, data_plane: dict[str, object]) -> AsyncIterator[RunningRelay]:
+    running = await start(secret_file, tmp_path, **data_plane)
+    assert (running.node.fast is None) is data_plane["python_data_plane"]
     yield running
     await running.stop()
 
 
 @pytest.fixture
-async def plain_relay(secret_file: Path, tmp_path: Path) -> AsyncIterator[RunningRelay]:
-    running = await start(secret_file, tmp_path, allow_unencrypted=True)
+async def plain_relay(
+    secret_file: Path, tmp_path: Path, data_plane: dict[str, object]
+) -> AsyncIterator[RunningRelay]:
+    running = await start(secret_file, tmp_path, allow_unencrypted=True, **data_plane)
     yield running
     await running.stop()
 
