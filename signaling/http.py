@@ -20,6 +20,7 @@ from signaling import keys
 from signaling.validation import ROOM_ID_RE
 
 access_log = logging.getLogger("kijkmee.access")
+log = logging.getLogger("kijkmee.http")
 
 SOCKET_IO_CLIENT = Path("node_modules/socket.io-client/dist/socket.io.esm.min.js")
 
@@ -202,11 +203,29 @@ def _file(files: ClientFiles, relative: Path, cache_control: str) -> Handler:
     return serve
 
 
+def content_security_policy(frame_ancestors: tuple[str, ...] = ()) -> str:
+    """Our CSP; with `frame_ancestors` (https origins a controller allowed) those may frame the page."""
+    if not frame_ancestors:
+        return CONTENT_SECURITY_POLICY
+    return CONTENT_SECURITY_POLICY.replace("frame-ancestors 'none'", "frame-ancestors " + " ".join(frame_ancestors))
+
+
 def _room_page(files: ClientFiles) -> Handler:
     async def serve(request: web.Request) -> web.StreamResponse:
-        if ROOM_ID_RE.fullmatch(request.match_info["room"]) is None:
+        room_id = request.match_info["room"]
+        if ROOM_ID_RE.fullmatch(room_id) is None:
             raise web.HTTPNotFound(text="This is not a valid call link.")
-        return files.respond(request, Path("room.html"), PAGE_CACHE)
+        origins: tuple[str, ...] = ()
+        try:
+            room = await request.app[keys.STORE].get_room(room_id)
+            if room is not None:
+                origins = room.options.embed_origins
+        except Exception as exc:  # the page still works; it just cannot be framed
+            log.warning("room lookup for the page failed", extra={"error": type(exc).__name__})
+        response = files.respond(request, Path("room.html"), PAGE_CACHE)
+        # Only the origins the controller named may show this call in an iframe; nobody else may.
+        response.headers["Content-Security-Policy"] = content_security_policy(origins)
+        return response
 
     return serve
 

@@ -181,3 +181,21 @@ async def test_the_openapi_document_is_served_without_a_key(api: Api) -> None:
         document = await r.json()
     assert r.status == 200 and document["openapi"].startswith("3.1")
     assert set(document["paths"]) == {"/api/v1/rooms", "/api/v1/rooms/{room}"}
+
+
+async def test_only_the_origins_a_controller_named_may_frame_its_call(api: Api) -> None:
+    status, room = await api.call("POST", "/api/v1/rooms", json={
+        "embed_origins": ["https://shop.example.nl", "https://127.0.0.2:8443"]})
+    assert status == 201
+    status, plain = await api.call("POST", "/api/v1/rooms", json={})
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as client:
+        async with client.get(room["url"]) as r:
+            framed = r.headers["Content-Security-Policy"]
+        async with client.get(plain["url"]) as r:
+            unframed = r.headers["Content-Security-Policy"]
+        async with client.get(f"{api.live.url}/") as r:
+            home = r.headers["Content-Security-Policy"]
+    assert "frame-ancestors https://shop.example.nl https://127.0.0.2:8443" in framed
+    assert "frame-ancestors 'none'" in unframed and "frame-ancestors 'none'" in home
+    # Everything else in the policy stays as strict as on every other page.
+    assert framed.replace("https://shop.example.nl https://127.0.0.2:8443", "'none'") == unframed
