@@ -76,6 +76,11 @@ class RoomRegistry:
             del self._rooms[room_id]
         return Departure(room_id, participant, tuple(room.members.values()), not room.members)
 
+    def participant(self, peer_id: str) -> Participant | None:
+        """The participant with this id, wherever they are; None when in no room."""
+        room_id = self._room_of.get(peer_id)
+        return self._rooms[room_id].members.get(peer_id) if room_id is not None else None
+
     def room_of(self, peer_id: str) -> str | None:
         return self._room_of.get(peer_id)
 

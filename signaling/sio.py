@@ -130,7 +130,8 @@ class SignalingService:
             return
         # Not a goodbye (that is `leave`): a reload, a network switch, a phone going to sleep. Keep the
         # seat and the session row for the grace period; the others see the person as away meanwhile.
-        seat = HeldSeat(connection.peer_id, connection.room_id or "", self.rooms_name(connection.peer_id),
+        held = self.rooms.participant(connection.peer_id)
+        seat = HeldSeat(connection.peer_id, connection.room_id or "", held.name if held else None,
                         connection.session_id, connection.relay_only)
         token = connection.rejoin_token
         self._held[token] = seat
@@ -139,10 +140,6 @@ class SignalingService:
         for other in self.rooms.members(seat.room_id):
             if other.id != seat.peer_id:
                 await self._emit_to_peer(other.id, "peer-away", {"id": seat.peer_id})
-
-    def rooms_name(self, peer_id: str) -> str | None:
-        room_id = self.rooms.room_of(peer_id)
-        return next((p.name for p in self.rooms.members(room_id) if p.id == peer_id), None) if room_id else None
 
     def _expire_later(self, token: str) -> None:
         task = asyncio.ensure_future(self._expire(token))
@@ -154,10 +151,8 @@ class SignalingService:
         seat = self._held.pop(token, None)
         if seat is None:
             return
-        gone = Connection(sid="", ip="", bucket=TokenBucket(1, 1, 0), peer_id=seat.peer_id, room_id=seat.room_id,
-                          session_id=seat.session_id)
         try:
-            await self._depart(gone)
+            await self._free_seat(seat.peer_id, seat.session_id)
         except Exception as exc:  # a timer callback: log, never raise into the loop
             log.error("freeing a held seat failed", extra={"error": type(exc).__name__})
 
@@ -305,11 +300,14 @@ class SignalingService:
         return connection.peer_id
 
     async def _depart(self, connection: Connection) -> None:
-        """Free the seat, tell the others, close the session row, keep the link alive for a while."""
+        """The connection's person leaves: its seat is freed."""
         peer_id, session_id = connection.peer_id, connection.session_id
         connection.peer_id = connection.room_id = connection.session_id = None
-        if peer_id is None:
-            return
+        if peer_id is not None:
+            await self._free_seat(peer_id, session_id)
+
+    async def _free_seat(self, peer_id: str, session_id: int | None) -> None:
+        """Free the seat, tell the others, close the session row, keep the link alive for a while."""
         self._sid_of_peer.pop(peer_id, None)
         self._session_of_peer.pop(peer_id, None)
         departure = self.rooms.leave(peer_id)

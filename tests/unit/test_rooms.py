@@ -65,3 +65,12 @@ def test_signaling_only_within_a_room_and_never_to_oneself() -> None:
                            ("peer-0001", "peer-0009")]:
         with pytest.raises(UnknownPeer):
             rooms.check_can_signal(sender, target)
+
+
+def test_a_participant_is_found_by_id_while_in_a_room() -> None:
+    registry = RoomRegistry()
+    anna = Participant("anna-0001", "Anna")
+    registry.join("room-1" * 4, anna)
+    assert registry.participant("anna-0001") == anna
+    registry.leave("anna-0001")
+    assert registry.participant("anna-0001") is None
