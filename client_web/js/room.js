@@ -361,7 +361,18 @@ async function reportSetup(peerId) {
   const s = socket;
   if (!pc || !s) return;
   const setupMs = Math.min(600000, Math.max(0, Math.round(performance.now() - joinStartedAt)));
-  let route = 'direct';
+  // 'connected' can come before getStats names the selected pair: ask again for a few seconds rather
+  // than guess. A connection that may only use the relay is relayed whatever the stats say.
+  let route = pc.getConfiguration().iceTransportPolicy === 'relay' ? 'relay' : null;
+  for (let attempt = 0; route === null && attempt < 25; attempt += 1) {
+    route = await selectedRoute(pc);
+    if (route === null) await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  if (route !== null && s === socket && s.connected) s.emit('report', { route, setupMs });
+}
+
+/** 'direct' or 'relay' from the selected candidate pair's types, or null while there is none yet. */
+export async function selectedRoute(pc) {
   try {
     const stats = await pc.getStats();
     let pairId = null;
@@ -369,14 +380,13 @@ async function reportSetup(peerId) {
       if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
     });
     const pair = pairId ? stats.get(pairId) : null;
-    const types = pair
-      ? [stats.get(pair.localCandidateId)?.candidateType, stats.get(pair.remoteCandidateId)?.candidateType]
-      : [];
-    if (types.includes('relay')) route = 'relay';
+    if (!pair) return null;
+    const types = [stats.get(pair.localCandidateId)?.candidateType, stats.get(pair.remoteCandidateId)?.candidateType];
+    if (types.includes(undefined)) return null;
+    return types.includes('relay') ? 'relay' : 'direct';
   } catch {
-    // no stats: report the time anyway, as direct (the common case)
+    return null;
   }
-  if (s === socket && s.connected) s.emit('report', { route, setupMs });
 }
 
 function peerFixed(peerId) {
