@@ -241,6 +241,24 @@ def _static(files: ClientFiles) -> Handler:
     return serve
 
 
+async def room_status(request: web.Request) -> web.Response:
+    """What the call page needs before anyone joins: can the link still be used, and what does the join
+    form ask for. Only someone who has the link (the room id is 128 random bits) can ask; an unknown and
+    an expired link answer the same, so the answer tells nothing about links one does not have."""
+    room_id = request.match_info["room"]
+    headers = {"Cache-Control": "no-store"}
+    if ROOM_ID_RE.fullmatch(room_id) is None:
+        return web.json_response({"state": "expired"}, headers=headers)
+    room = await request.app[keys.STORE].get_room(room_id)
+    if room is None or room.expires_at <= request.app[keys.SETTINGS].clock():
+        return web.json_response({"state": "expired"}, headers=headers)
+    options = room.options
+    return web.json_response(
+        {"state": "open", "ask": options.ask, "capacity": options.capacity, "relayOnly": options.relay_only},
+        headers=headers,
+    )
+
+
 async def create_room(request: web.Request) -> web.Response:
     """Make a new call link. Only our own pages may ask (Origin check), so other sites cannot mint links."""
     settings = request.app[keys.SETTINGS]
@@ -282,6 +300,7 @@ def add_routes(app: web.Application, client_dir: Path) -> None:
     files = ClientFiles(client_dir)
     app.router.add_get("/", _file(files, Path("index.html"), PAGE_CACHE))
     app.router.add_get("/r/{room}", _room_page(files))
+    app.router.add_get("/r/{room}/status", room_status)
     app.router.add_post("/rooms", create_room)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/privacy/subprocessors", subprocessors)

@@ -199,3 +199,22 @@ async def test_only_the_origins_a_controller_named_may_frame_its_call(api: Api) 
     assert "frame-ancestors 'none'" in unframed and "frame-ancestors 'none'" in home
     # Everything else in the policy stays as strict as on every other page.
     assert framed.replace("https://shop.example.nl https://127.0.0.2:8443", "'none'") == unframed
+
+
+async def test_the_call_page_learns_what_to_ask_and_whether_the_link_still_works(api: Api) -> None:
+    status, room = await api.call("POST", "/api/v1/rooms", json={"ask": "name+phone", "capacity": 2,
+                                                                   "relay_only": True})
+    assert status == 201
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as client:
+        async def page_status(room_id: str) -> Any:
+            async with client.get(f"{api.live.url}/r/{room_id}/status") as r:
+                assert r.status == 200 and r.headers["Cache-Control"] == "no-store"
+                return await r.json()
+
+        assert await page_status(room["id"]) == {"state": "open", "ask": "name+phone", "capacity": 2,
+                                                 "relayOnly": True}
+        assert (await api.call("DELETE", f"/api/v1/rooms/{room['id']}"))[0] == 204
+        # An ended, an unknown and a malformed link look the same: nothing about other links leaks.
+        assert await page_status(room["id"]) == {"state": "expired"}
+        assert await page_status("A" * 22) == {"state": "expired"}
+        assert await page_status("not a room") == {"state": "expired"}
