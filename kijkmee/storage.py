@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from kijkmee.config import ServeConfig
 from metadata_store import register
 from metadata_store.crypto import KeyStore
-from metadata_store.postgres import PostgresStore
+from metadata_store.postgres import PgDb, PostgresStore
 from metadata_store.sql import SqlStore, retention_cutoff
 from metadata_store.sqlite import SQLiteStore
 from metadata_store.store import DEFAULT_CONTROLLER, RetentionResult
@@ -69,15 +70,44 @@ async def run_jobs(store: SqlStore, retention_days: int, now: dt.datetime) -> Jo
     return JobsResult(result, deleted)
 
 
+JOBS_LOCK_KEY = 0x6B696A6B6D6A6F62  # "kijkmjob": the advisory lock of a round of the scheduled jobs
+
+
+@asynccontextmanager
+async def cluster_turn(store: SqlStore) -> AsyncIterator[bool]:
+    """Whether this node runs the current round of the jobs, for as long as the block lasts.
+
+    On PostgreSQL every node shares the database, so the round is taken under an advisory lock: one
+    node at a time runs it, a node that finds the lock taken skips the round (the jobs are idempotent,
+    so a round soon after another finds nothing left to do). SQLite is one node's own: always its turn."""
+    db = store.db
+    if not isinstance(db, PgDb):
+        yield True
+        return
+    async with db.try_lock(JOBS_LOCK_KEY) as mine:
+        yield mine
+
+
+async def run_round(store: SqlStore, retention_days: int, now: dt.datetime) -> JobsResult | None:
+    """One round of the jobs if it is this node's turn; None when another node is running one."""
+    async with cluster_turn(store) as mine:
+        if not mine:
+            return None
+        return await run_jobs(store, retention_days, now)
+
+
 async def jobs_loop(
     store: SqlStore, retention_days: int, interval: dt.timedelta, clock: Callable[[], dt.datetime]
 ) -> None:
-    """Run the jobs now and then every `interval` until cancelled. A failed round is logged (type only)
-    and retried at the next interval; it never stops serving."""
+    """Run the jobs now and then every `interval` until cancelled, once cluster-wide at a time (see
+    cluster_turn). A failed round is logged (type only) and retried at the next interval; it never
+    stops serving."""
     while True:
         try:
-            done = await run_jobs(store, retention_days, clock())
-            if done.retention.anonymised or done.deleted_controllers:
+            done = await run_round(store, retention_days, clock())
+            if done is None:
+                log.debug("data-handling jobs: another node runs this round")
+            elif done.retention.anonymised or done.deleted_controllers:
                 log.info(
                     "data-handling jobs ran",
                     extra={"anonymised": done.retention.anonymised,

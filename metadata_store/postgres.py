@@ -237,6 +237,19 @@ class PgDb:
             for table in tables:
                 await connection.execute(f"VACUUM (FULL) {table}")
 
+    @asynccontextmanager
+    async def try_lock(self, key: int) -> AsyncIterator[bool]:
+        """pg_try_advisory_lock(key) on a connection of its own, held for the block: True when this
+        process got it, False when another (node) holds it. It ends with the block, or with the
+        connection when a node dies mid-block (the server drops a dead session's locks)."""
+        async with self._pool.acquire() as connection:
+            got = bool(await connection.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            try:
+                yield got
+            finally:
+                if got:  # asyncpg's reset on release would unlock too; say it here
+                    await connection.execute("SELECT pg_advisory_unlock($1)", key)
+
     async def close(self) -> None:
         await self._pool.close()
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from metadata_store import MetadataStore
-from signaling.rooms import RoomRegistry
+from signaling.membership import Membership
 from signaling.settings import SignalingSettings
 
 if TYPE_CHECKING:
@@ -15,5 +15,5 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", SignalingSettings)
 STORE = web.AppKey("store", MetadataStore)
-ROOMS = web.AppKey("rooms", RoomRegistry)
+ROOMS: web.AppKey[Membership] = web.AppKey("rooms")
 SERVICE: web.AppKey[SignalingService] = web.AppKey("service")

@@ -59,5 +59,11 @@ class SignalingSettings:
     subprocessors: tuple[SubProcessor, ...] = DEFAULT_SUBPROCESSORS
     """Sub-processors shown at /privacy/subprocessors (article 4 of the agreement)."""
 
+    redis_url: str | None = None
+    """Redis shared by several signaling nodes (seats and events between nodes); None: this process only."""
+
+    redis_prefix: str = "kijkmee:"
+    """Prefix of every Redis key and of the pub/sub channel, so several installations can share a Redis."""
+
     clock: Callable[[], dt.datetime] = field(default=utc_now)
     """Wall clock, injectable for tests."""

@@ -1,8 +1,13 @@
-"""Socket.IO handlers: feed client events into the room registry and the store, send results out.
+"""Socket.IO handlers: feed client events into the room membership and the store, send results out.
 
 The protocol is in docs/signaling-protocol.md. Every handler goes through `_dispatch`, the one place
 where a refusal becomes an ack and a `signal-error` event. SDP and candidates pass through memory
 only: they are checked, handed to one peer of the sender's room and forgotten.
+
+Seats live behind `Membership` (signaling/membership.py): in this process, or in Redis when several
+nodes share the rooms. Messages go to a peer through the Socket.IO room named after its peer id
+(`peer_room`), which every connection enters on join; with python-socketio's Redis manager that reaches
+the peer on whichever node it is connected to.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ from signaling.errors import (
     SignalingError,
     UnknownEvent,
 )
+from signaling.membership import Freed, Membership
 from signaling.ratelimit import TokenBucket
-from signaling.rooms import Participant, RoomRegistry
+from signaling.rooms import Participant
 from signaling.settings import SignalingSettings
 from signaling.validation import (
     is_relay_candidate,
@@ -45,16 +51,9 @@ log = logging.getLogger("kijkmee.signaling")
 Reply = dict[str, Any]
 
 
-@dataclass
-class HeldSeat:
-    """A seat kept after an unexpected disconnect, for the same person to take back with its token."""
-
-    peer_id: str
-    room_id: str
-    name: str | None
-    session_id: int | None
-    relay_only: bool
-    timer: asyncio.TimerHandle | None = None
+def peer_room(peer_id: str) -> str:
+    """The Socket.IO room of one participant: its current connection, on whichever node."""
+    return f"peer:{peer_id}"
 
 
 @dataclass
@@ -69,6 +68,8 @@ class Connection:
     """In a relay-only room: only relay candidates reach the others."""
     rejoin_token: str | None = None
     """Handed out on join: lets this person take the seat back after a reload or network switch."""
+    joining: bool = False
+    """A join is under way (joins await the membership; a second one must not slip in meanwhile)."""
     closed: bool = False
 
 
@@ -76,7 +77,7 @@ class SignalingService:
     def __init__(
         self,
         sio: socketio.AsyncServer,
-        rooms: RoomRegistry,
+        rooms: Membership,
         store: MetadataStore,
         settings: SignalingSettings,
         monotonic: Callable[[], float] = time.monotonic,
@@ -87,11 +88,9 @@ class SignalingService:
         self.settings = settings
         self._monotonic = monotonic
         self._connections: dict[str, Connection] = {}
-        self._sid_of_peer: dict[str, str] = {}
-        self._session_of_peer: dict[str, int] = {}
-        self._held: dict[str, HeldSeat] = {}
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        """Rejoin token -> end of the grace period of the seat this node holds for it."""
         self._expiring: set[asyncio.Future[None]] = set()
-        """Rejoin token -> seat kept for a grace period after an unexpected disconnect."""
         self._handlers: dict[str, Callable[[Connection, Any], Awaitable[Reply]]] = {
             "join": self._join,
             "offer": self._description("offer"),
@@ -124,22 +123,25 @@ class SignalingService:
         if connection is None:
             return
         connection.closed = True
+        try:
+            await self._dropped(connection)
+        except Exception as exc:  # the shared Redis away, say: the seat ends with its node's heartbeat
+            log.error("handling a disconnect failed", extra={"error": type(exc).__name__})
+
+    async def _dropped(self, connection: Connection) -> None:
         grace = self.settings.seat_grace.total_seconds()
         if connection.peer_id is None or connection.rejoin_token is None or grace <= 0:
             await self._depart(connection)
             return
         # Not a goodbye (that is `leave`): a reload, a network switch, a phone going to sleep. Keep the
         # seat and the session row for the grace period; the others see the person as away meanwhile.
-        held = self.rooms.participant(connection.peer_id)
-        seat = HeldSeat(connection.peer_id, connection.room_id or "", held.name if held else None,
-                        connection.session_id, connection.relay_only)
-        token = connection.rejoin_token
-        self._held[token] = seat
-        self._sid_of_peer.pop(seat.peer_id, None)
-        seat.timer = asyncio.get_running_loop().call_later(grace, self._expire_later, token)
-        for other in self.rooms.members(seat.room_id):
-            if other.id != seat.peer_id:
-                await self._emit_to_peer(other.id, "peer-away", {"id": seat.peer_id})
+        peer_id, token = connection.peer_id, connection.rejoin_token
+        others = await self.rooms.hold(peer_id, connection.sid, grace)
+        if others is None:  # the seat was taken back through another connection meanwhile
+            return
+        self._timers[token] = asyncio.get_running_loop().call_later(grace, self._expire_later, token)
+        for other in others:
+            await self._emit_to_peer(other.id, "peer-away", {"id": peer_id})
 
     def _expire_later(self, token: str) -> None:
         task = asyncio.ensure_future(self._expire(token))
@@ -148,21 +150,49 @@ class SignalingService:
 
     async def _expire(self, token: str) -> None:
         """The grace period ended without a rejoin: the seat is freed as if the person had left."""
-        seat = self._held.pop(token, None)
-        if seat is None:
-            return
+        self._timers.pop(token, None)
         try:
-            await self._free_seat(seat.peer_id, seat.session_id)
+            freed = await self.rooms.release_held(token)
+            if freed is not None:
+                await self._after_free(freed)
         except Exception as exc:  # a timer callback: log, never raise into the loop
             log.error("freeing a held seat failed", extra={"error": type(exc).__name__})
 
     async def release_held_seats(self) -> None:
-        """On shutdown: free every held seat now, closing its session row."""
-        for token in list(self._held):
-            seat = self._held.get(token)
-            if seat is not None and seat.timer is not None:
-                seat.timer.cancel()
+        """On shutdown: free every seat held here now, closing its session row. Seats shared with other
+        nodes stay held: the person may come back through another node, which frees them otherwise."""
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        for token in await self.rooms.held_tokens():
             await self._expire(token)
+
+    async def maintain(self) -> None:
+        """With shared seats: keep this node's heartbeat and free the seats of dead nodes and of held
+        seats whose time ran out, every `maintenance_interval` seconds until cancelled."""
+        interval = self.rooms.maintenance_interval
+        if interval is None:
+            return
+        while True:
+            try:
+                if not await self.rooms.is_live():
+                    await self._drop_lost_seats()
+                for freed in await self.rooms.sweep():
+                    await self._after_free(freed)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Redis away for a moment: try again at the next round
+                log.error("seat maintenance failed", extra={"error": type(exc).__name__})
+            await asyncio.sleep(interval)
+
+    async def _drop_lost_seats(self) -> None:
+        """This node was taken for dead (its heartbeat ran out): connections whose seat is gone are closed,
+        so their pages reconnect and join again."""
+        log.warning("this node's heartbeat had run out; checking its seats")
+        for connection in list(self._connections.values()):
+            if connection.peer_id is not None and await self.rooms.participant(connection.peer_id) is None:
+                connection.peer_id = connection.room_id = connection.session_id = connection.rejoin_token = None
+                await self.sio.disconnect(connection.sid)
 
     async def _on_event(self, event: str, sid: str, *args: Any) -> Reply:
         connection = self._connections.get(sid)
@@ -195,69 +225,103 @@ class SignalingService:
 
     async def _join(self, connection: Connection, payload: Any) -> Reply:
         request = parse_join(payload)
-        if connection.peer_id is not None:
+        if connection.peer_id is not None or connection.joining:
             raise AlreadyJoined()
-        if request.rejoin is not None:
-            seat = self._held.get(request.rejoin)
-            if seat is not None and seat.room_id == request.room:
-                return await self._take_back(connection, request.rejoin, seat)
+        connection.joining = True
+        try:
+            if request.rejoin is not None:
+                taken = await self._take_back(connection, request.rejoin, request.room)
+                if taken is not None:
+                    return taken
+            return await self._join_anew(connection, request.room, request.name, request.phone, request.email)
+        finally:
+            connection.joining = False
+
+    async def _join_anew(self, connection: Connection, room_id: str, name: str | None, phone: str | None,
+                         email: str | None) -> Reply:
         now = self.settings.clock()
-        room = await self.store.get_room(request.room)
+        room = await self.store.get_room(room_id)
         if room is None or room.expires_at <= now:
             raise RoomExpired()
-        if connection.closed or connection.peer_id is not None:  # changed while we waited for the store
-            raise AlreadyJoined()
-        participant = Participant(id=secrets.token_urlsafe(12), name=request.name)
-        admission = self.rooms.join(request.room, participant, room.options.capacity)  # atomic: no await inside
+        if connection.closed:  # disconnected while we waited for the store
+            raise NotJoined()
+        participant = Participant(id=secrets.token_urlsafe(12), name=name)
+        token = secrets.token_urlsafe(24)
+        joined = await self.rooms.join(room_id, participant, room.options.capacity, owner=connection.sid,
+                                       token=token, relay_only=room.options.relay_only)  # atomic
+        for freed in joined.freed:
+            await self._after_free(freed)
         connection.relay_only = room.options.relay_only
-        connection.peer_id, connection.room_id = participant.id, request.room
-        self._sid_of_peer[participant.id] = connection.sid
+        connection.peer_id, connection.room_id = participant.id, room_id
+        if connection.closed:  # disconnected while the seat was taken: its disconnect found no seat yet
+            await self._depart(connection)
+            raise NotJoined()
+        await self.sio.enter_room(connection.sid, peer_room(participant.id))
         try:
             connection.session_id = await self.store.open_session(
-                request.room, connection.ip, request.name, now, phone=request.phone, email=request.email
+                room_id, connection.ip, name, now, phone=phone, email=email
             )
+            await self.rooms.set_session(participant.id, connection.session_id)
         except Exception:
+            written = connection.session_id
             await self._depart(connection)
+            if written is not None:
+                await self.store.close_session(written, self.settings.clock())
             raise
         if connection.closed:  # disconnected while the row was written
             await self.store.close_session(connection.session_id, self.settings.clock())
             raise NotJoined()
-        self._session_of_peer[participant.id] = connection.session_id
-        together = [self._session_of_peer[p.id] for p in admission.others if p.id in self._session_of_peer]
+        together = [seat.session_id for seat in joined.others if seat.session_id is not None]
         try:  # telemetry only: a failure here must not undo a join
-            await self.store.note_participants([*together, connection.session_id], len(admission.others) + 1)
+            await self.store.note_participants([*together, connection.session_id], len(joined.others) + 1)
         except Exception as exc:
             log.warning("could not note the call size", extra={"error": type(exc).__name__})
-        for other in admission.others:
-            await self._emit_to_peer(other.id, "peer-joined", {"id": participant.id, "name": participant.name})
-        connection.rejoin_token = secrets.token_urlsafe(24)
+        for other in joined.others:
+            await self._emit_to_peer(other.participant.id, "peer-joined",
+                                     {"id": participant.id, "name": participant.name})
+        connection.rejoin_token = token
         return {
             "self": participant.id,
-            "peers": [{"id": p.id, "name": p.name} for p in admission.others],
+            "peers": [{"id": s.participant.id, "name": s.participant.name} for s in joined.others],
             "iceServers": self.settings.ice_servers(participant.id),
             "iceTransportPolicy": "relay" if room.options.relay_only else self.settings.ice_transport_policy,
-            "rejoinToken": connection.rejoin_token,
+            "rejoinToken": token,
         }
 
-    async def _take_back(self, connection: Connection, token: str, seat: HeldSeat) -> Reply:
-        """The same person is back within the grace period: same seat, same peer id, same session row.
-        The others hear `peer-back` and negotiate afresh with this peer (its old connection is gone)."""
-        del self._held[token]
-        if seat.timer is not None:
-            seat.timer.cancel()
-        connection.peer_id, connection.room_id, connection.session_id = seat.peer_id, seat.room_id, seat.session_id
+    async def _take_back(self, connection: Connection, token: str, room_id: str) -> Reply | None:
+        """The same person is back: same seat, same peer id, same session row, through any node. The
+        others hear `peer-back` and negotiate afresh with this peer (its old connection is gone). None:
+        the token is spent, unknown or of another room (an ordinary join follows)."""
+        new_token = secrets.token_urlsafe(24)  # a token works once
+        taken = await self.rooms.take_back(token, room_id, owner=connection.sid, new_token=new_token)
+        if taken is None:
+            return None
+        timer = self._timers.pop(token, None)
+        if timer is not None:
+            timer.cancel()
+        seat = taken.seat
+        peer_id = seat.participant.id
+        if taken.previous_owner is not None and taken.previous_owner != connection.sid:
+            # The old connection had not been noticed gone (or is a copy of the page): it loses the seat.
+            old = self._connections.get(taken.previous_owner)
+            if old is not None:
+                old.peer_id = old.room_id = old.session_id = old.rejoin_token = None
+            await self.sio.disconnect(taken.previous_owner)  # on any node
+        connection.peer_id, connection.room_id, connection.session_id = peer_id, seat.room_id, seat.session_id
         connection.relay_only = seat.relay_only
-        connection.rejoin_token = secrets.token_urlsafe(24)  # a token works once
-        self._sid_of_peer[seat.peer_id] = connection.sid
-        others = [p for p in self.rooms.members(seat.room_id) if p.id != seat.peer_id]
-        for other in others:
-            await self._emit_to_peer(other.id, "peer-back", {"id": seat.peer_id, "name": seat.name})
+        connection.rejoin_token = new_token
+        await self.sio.enter_room(connection.sid, peer_room(peer_id))
+        if connection.closed:  # gone again while taking it (its disconnect found no seat): hold it anew
+            await self._dropped(connection)
+            raise NotJoined()
+        for other in taken.others:
+            await self._emit_to_peer(other.id, "peer-back", {"id": peer_id, "name": seat.participant.name})
         return {
-            "self": seat.peer_id,
-            "peers": [{"id": p.id, "name": p.name} for p in others],
-            "iceServers": self.settings.ice_servers(seat.peer_id),
+            "self": peer_id,
+            "peers": [{"id": p.id, "name": p.name} for p in taken.others],
+            "iceServers": self.settings.ice_servers(peer_id),
             "iceTransportPolicy": "relay" if seat.relay_only else self.settings.ice_transport_policy,
-            "rejoinToken": connection.rejoin_token,
+            "rejoinToken": new_token,
             "rejoined": True,
         }
 
@@ -265,7 +329,7 @@ class SignalingService:
         async def forward(connection: Connection, payload: Any) -> Reply:
             sender = self._require_joined(connection)
             message = parse_description(payload)
-            self.rooms.check_can_signal(sender, message.to)
+            await self.rooms.check_can_signal(sender, message.to)
             sdp = relay_only_sdp(message.sdp) if connection.relay_only else message.sdp
             await self._emit_to_peer(message.to, kind, {"from": sender, "sdp": sdp})
             return {}
@@ -275,7 +339,7 @@ class SignalingService:
     async def _candidate(self, connection: Connection, payload: Any) -> Reply:
         sender = self._require_joined(connection)
         message = parse_candidate(payload)
-        self.rooms.check_can_signal(sender, message.to)
+        await self.rooms.check_can_signal(sender, message.to)
         if connection.relay_only and message.candidate is not None \
                 and not is_relay_candidate(str(message.candidate.get("candidate") or "")):
             return {"dropped": True}  # not a relay candidate: it would show this person's address
@@ -300,28 +364,45 @@ class SignalingService:
         return connection.peer_id
 
     async def _depart(self, connection: Connection) -> None:
-        """The connection's person leaves: its seat is freed."""
-        peer_id, session_id = connection.peer_id, connection.session_id
+        """The connection's person leaves: its seat is freed (unless another connection took it back)."""
+        peer_id = connection.peer_id
         connection.peer_id = connection.room_id = connection.session_id = None
-        if peer_id is not None:
-            await self._free_seat(peer_id, session_id)
-
-    async def _free_seat(self, peer_id: str, session_id: int | None) -> None:
-        """Free the seat, tell the others, close the session row, keep the link alive for a while."""
-        self._sid_of_peer.pop(peer_id, None)
-        self._session_of_peer.pop(peer_id, None)
-        departure = self.rooms.leave(peer_id)
-        if departure is None:
+        if peer_id is None:
             return
+        if not connection.closed:
+            await self.sio.leave_room(connection.sid, peer_room(peer_id))
+        freed = await self.rooms.leave(peer_id, connection.sid)
+        if freed is not None:
+            await self._after_free(freed)
+
+    async def _after_free(self, freed: Freed) -> None:
+        """A seat was freed: close the session row, tell the others, keep the link alive for a while."""
         now = self.settings.clock()
-        if session_id is not None:  # the row first: whoever hears "peer-left" finds it closed
-            await self.store.close_session(session_id, now)
-        for other in departure.remaining:
-            await self._emit_to_peer(other.id, "peer-left", {"id": peer_id})
-        if departure.room_now_empty:
-            await self.store.extend_room(departure.room_id, now + self.settings.room_ttl)
+        if freed.seat.session_id is not None:  # the row first: whoever hears "peer-left" finds it closed
+            await self.store.close_session(freed.seat.session_id, now)
+        for other in freed.remaining:
+            await self._emit_to_peer(other, "peer-left", {"id": freed.seat.participant.id})
+        if freed.room_now_empty:
+            await self.store.extend_room(freed.seat.room_id, now + self.settings.room_ttl)
 
     async def _emit_to_peer(self, peer_id: str, event: str, data: dict[str, Any]) -> None:
-        sid = self._sid_of_peer.get(peer_id)
-        if sid is not None:
-            await self.sio.emit(event, data, to=sid)
+        await self.sio.emit(event, data, to=peer_room(peer_id))
+
+    async def end_room(self, room_id: str) -> int:
+        """The controller ended the link (DELETE /api/v1/rooms/<id>, after the store ended it, so nobody
+        can join again): everyone in the call hears `room-ended`, on whichever node, and every seat is
+        freed now, held ones too, instead of when the last person leaves. Returns the seats freed."""
+        members = await self.rooms.members(room_id)
+        for member in members:
+            await self._emit_to_peer(member.id, "room-ended", {})
+        here = {c.peer_id: c for c in self._connections.values() if c.peer_id is not None}
+        for member in members:
+            connection = here.get(member.id)
+            if connection is not None:
+                connection.rejoin_token = None  # nothing to take back
+                await self._depart(connection)
+                continue
+            freed = await self.rooms.leave(member.id, None)  # held, or connected through another node
+            if freed is not None:
+                await self._after_free(freed)
+        return len(members)

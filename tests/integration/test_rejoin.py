@@ -106,3 +106,30 @@ async def test_a_token_only_works_for_its_own_room_and_a_malformed_one_is_refuse
         assert refused["ok"] is False and refused["error"] == "bad-request"
     finally:
         await bad.close()
+
+
+async def test_a_token_takes_the_seat_from_a_connection_not_yet_noticed_gone(held: Server) -> None:
+    """A phone that switched networks comes back before the server saw its old connection drop (or,
+    with several nodes, its node died): the token moves the seat, and the old connection is closed."""
+    room = await create_room(held.url)
+    anna, bob = await Participant().connect(held.url), await Participant().connect(held.url)
+    first = await anna.join(room, "Anna")
+    await bob.join(room, "Bob")
+    again, answer = await rejoin(held, room, str(first["rejoinToken"]))
+    try:
+        assert answer["ok"] and answer["self"] == first["self"] and answer["rejoined"] is True
+        assert await bob.wait_for("peer-back") == [{"id": first["self"], "name": "Anna"}]
+        for _ in range(50):  # the old connection is closed by the server
+            if not anna.sio.connected:
+                break
+            await asyncio.sleep(0.1)
+        assert not anna.sio.connected
+        await asyncio.sleep(0.3)
+        assert bob.received("peer-away") == [] and bob.received("peer-left") == []  # its end changed nothing
+        assert (await bob.call("offer", {"to": first["self"], "sdp": "v=0\r\n"}))["ok"]
+        assert len(await again.wait_for("offer")) == 1
+        assert stored.session_rows(held.data_dir) == [(room, "127.0.0.1", "Anna", 0), (room, "127.0.0.1", "Bob", 0)]
+    finally:
+        await again.close()
+        await bob.close()
+        await anna.close()
