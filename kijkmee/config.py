@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kijkmee.relay_nodes import RelayNodeSpec, parse_relay_node
 from metadata_store.crypto import default_key_folder
 from metadata_store.subprocessors import SubProcessor, SubprocessorRefused, subprocessors_from_config
 
@@ -72,6 +73,15 @@ class ServeConfig:
     nodes share one. Give it as KIJKMEE_DATABASE_URL rather than a flag, so no password shows in
     `ps`. Not set: SQLite in data_dir."""
 
+    redis: str | None = None
+    """Redis shared by several `kijkmee serve` nodes behind one load balancer: seats of every call and
+    the events between nodes (redis://127.0.0.1:6379/0; rediss:// for TLS, needed for any host but this
+    machine). Needs database_url (one database for all nodes). Give it as KIJKMEE_REDIS if it holds a
+    password. Not set: this node alone."""
+
+    redis_prefix: str = "kijkmee:"
+    """Prefix of kijkmee's Redis keys and pub/sub channel (several installations can share one Redis)."""
+
     key_dir: Path | None = None
     """Folder of the per-controller data keys that encrypt IPs and typed values. Keep it apart from
     the database and out of its backups (destroying a key makes that controller's backups unreadable).
@@ -121,6 +131,16 @@ class ServeConfig:
     turn_servers: tuple[str, ...] = ()
     """Extra relay URLs handed to browsers (turn:/turns:, e.g. coturn nodes with the same secret)."""
 
+    relay_nodes: tuple[RelayNodeSpec, ...] = ()
+    """Relay nodes (ours or coturn, all with turn_secret_file's secret); each join gets the URLs of ONE
+    healthy, least-loaded node, never a draining one. TOML: [[relay_nodes]] tables with name, urls and
+    optionally health_url (our relay's http(s)://HOST:PORT/healthz), metrics_url, ca_file. Flag/env:
+    "name=NAME turn:HOST:PORT?transport=udp turns:HOST:PORT [health=URL] [metrics=URL] [ca=FILE]". The
+    embedded relay, when on, is one of them ("embedded"). Not set: the embedded relay only."""
+
+    relay_health_seconds: float = 3.0
+    """How often signaling checks each relay node's health and load (relay_nodes)."""
+
     turn_credential_hours: float = 4.0
     """How long the TURN credentials handed out on join stay valid."""
 
@@ -132,6 +152,11 @@ class ServeConfig:
 
     ice_transport_policy: str = "all"
     """'all': direct where possible, relay when needed. 'relay': always through the relay."""
+
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses/CIDR ranges of reverse proxies in front of this node (deploy/README.md): from them the
+    visitor's address is read from X-Forwarded-For (for the session row and per-address limits). Not
+    set: the header is ignored."""
 
     def validate(self) -> ServeConfig:
         """Raise ConfigError for a value that cannot work; return self so calls can chain."""
@@ -159,6 +184,10 @@ class ServeConfig:
             _check_port("turns_port", self.turns_port, allow_zero=True)
         if self.database_url is not None:
             _check_database_url(self.database_url)
+        if self.redis is not None:
+            _check_redis_url(self.redis, self.database_url)
+        if not self.redis_prefix or len(self.redis_prefix) > 64 or any(c.isspace() for c in self.redis_prefix):
+            raise ConfigError(f"redis_prefix: {self.redis_prefix!r} must be 1 to 64 characters without spaces")
         if self.subprocessors_file is not None:
             self.subprocessors()
         if not 1 <= self.retention_days <= 90:
@@ -180,6 +209,12 @@ class ServeConfig:
         for url in self.turn_servers:
             if not url.startswith(("turn:", "turns:")):
                 raise ConfigError(f"turn_servers: {url!r} must start with turn: or turns:")
+        _check_relay_nodes(self)
+        for proxy in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ConfigError(f"trusted_proxies: {proxy!r} is not an address or CIDR range") from None
         if self.public_url is not None and not self.public_url.startswith("https://"):
             raise ConfigError(f"public_url: {self.public_url!r} must start with https://")
         return self
@@ -214,6 +249,35 @@ class ServeConfig:
         elif _is_ipv6(host):
             host = f"[{host}]"
         return f"https://{host}:{port if port is not None else self.port}"
+
+
+def _check_relay_nodes(config: ServeConfig) -> None:
+    """Unique names; a shared secret the nodes can know; a sane polling interval."""
+    names = [node.name for node in config.relay_nodes] + (["embedded"] if config.embedded_relay else [])
+    if config.relay_nodes and len(set(names)) != len(names):
+        raise ConfigError("relay_nodes: every node needs its own name (\"embedded\" is the embedded relay)")
+    if config.relay_nodes and config.turn_secret_file is None:
+        raise ConfigError("relay_nodes: set turn_secret_file, the secret the relay nodes share with signaling")
+    for node in config.relay_nodes:
+        if node.ca_file is not None and not node.ca_file.is_file():
+            raise ConfigError(f"relay_nodes: {node.name}: ca_file {node.ca_file} is not a readable file")
+    if not 0.2 <= config.relay_health_seconds <= 300:
+        raise ConfigError(f"relay_health_seconds: {config.relay_health_seconds} is not between 0.2 and 300")
+
+
+def _check_redis_url(url: str, database_url: str | None) -> None:
+    """redis:// on this machine (or a unix socket), rediss:// (TLS) anywhere; nodes need a shared database."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError("redis: must start with redis://, rediss:// (TLS) or unix://")
+    host = parts.hostname or ""
+    local = parts.scheme == "unix" or host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
+    if parts.scheme == "redis" and not local:
+        raise ConfigError("redis: a Redis on another machine needs rediss:// (TLS): it carries names and signaling")
+    if database_url is None:
+        raise ConfigError("redis: several nodes need one shared database: set database_url (PostgreSQL) too")
 
 
 def _check_database_url(url: str) -> None:
@@ -315,6 +379,11 @@ def _coerce(annotation: Any, raw: Any, where: str) -> Any:
         if not isinstance(raw, str | Path) or str(raw) == "":
             raise ConfigError(f"{where}: {raw!r} is not a path")
         return Path(raw).expanduser()
+    if annotation is RelayNodeSpec:
+        try:
+            return parse_relay_node(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     if annotation is str:
         if not isinstance(raw, str):
             raise ConfigError(f"{where}: {raw!r} is not text")

@@ -20,7 +20,10 @@ from aiohttp import web
 
 from kijkmee.config import ServeConfig
 from kijkmee.devcert import ensure_dev_certificate
+from kijkmee.fleet import EMBEDDED, RelayFleet, Report
+from kijkmee.proxies import forwarded_for_middleware, parse_networks
 from kijkmee.relay import RelayNodeConfig, RunningRelay, read_secrets
+from kijkmee.relay_nodes import NodeStatus, RelayNodeSpec
 from kijkmee.storage import jobs_loop, open_store, processor_info, register_settings
 from kijkmee.tls import TlsPolicy
 from metadata_store.service import DataHandling
@@ -37,6 +40,8 @@ class RunningServer:
     port: int
     http_port: int | None
     relay: RunningRelay | None = None
+    fleet: RelayFleet | None = None
+    """The relay nodes signaling hands out and what it knows of them (with relay_nodes configured)."""
 
 
 def certificate(config: ServeConfig, say: bool = True) -> tuple[Path, Path]:
@@ -70,18 +75,24 @@ def turn_host(config: ServeConfig) -> str:
     return "127.0.0.1" if config.host == "localhost" else config.host
 
 
+def embedded_urls(config: ServeConfig, relay: RunningRelay) -> list[str]:
+    """The embedded relay's turn: (UDP, TCP) and turns: URLs."""
+    host = turn_host(config)
+    shown = f"[{host}]" if ":" in host else host
+    port = relay.udp[0][1]
+    urls = [f"turn:{shown}:{port}?transport=udp", f"turn:{shown}:{port}?transport=tcp"]
+    if relay.tls_addresses:
+        urls.append(f"turns:{shown}:{relay.tls_addresses[0][1]}?transport=tcp")
+    return urls
+
+
 def ice_servers_provider(
     config: ServeConfig, secret: bytes, relay: RunningRelay | None
 ) -> Callable[[str], list[dict[str, Any]]]:
     """Per join: our own relay's turn:/turns: URLs (and configured extra ones) with fresh credentials."""
     urls: list[str] = list(config.turn_servers)
     if relay is not None:
-        host = turn_host(config)
-        shown = f"[{host}]" if ":" in host else host
-        port = relay.udp[0][1]
-        urls[:0] = [f"turn:{shown}:{port}?transport=udp", f"turn:{shown}:{port}?transport=tcp"]
-        if relay.tls_addresses:
-            urls.insert(2, f"turns:{shown}:{relay.tls_addresses[0][1]}?transport=tcp")
+        urls[:0] = embedded_urls(config, relay)
     ttl = int(config.turn_credential_hours * 3600)
 
     def provide(peer_id: str) -> list[dict[str, Any]]:
@@ -91,6 +102,25 @@ def ice_servers_provider(
         return [{"urls": urls, "username": username, "credential": password}]
 
     return provide
+
+
+async def start_fleet(config: ServeConfig, relay: RunningRelay | None) -> RelayFleet | None:
+    """With relay_nodes: the poller that picks one healthy, least-loaded node per join (the embedded
+    relay, when it runs, is a member read in process). Without: None (the embedded relay only)."""
+    if not config.relay_nodes:
+        return None
+    local: dict[str, tuple[RelayNodeSpec, Callable[[], Report]]] = {}
+    if relay is not None:
+        embedded = relay
+
+        def embedded_state() -> Report:
+            status = NodeStatus.DRAINING if embedded.node.draining else NodeStatus.UP
+            return Report(status, len(embedded.server.allocations))
+
+        local[EMBEDDED] = (RelayNodeSpec(EMBEDDED, tuple(embedded_urls(config, relay))), embedded_state)
+    fleet = RelayFleet(config.relay_nodes, interval=config.relay_health_seconds, local=local)
+    await fleet.start()
+    return fleet
 
 
 async def start_embedded_relay(config: ServeConfig, cert: Path, key: Path) -> RunningRelay | None:
@@ -134,25 +164,35 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
     )
     runners: list[web.AppRunner] = []
     relay: RunningRelay | None = None
+    fleet: RelayFleet | None = None
     try:
         relay = await start_embedded_relay(config, cert, key)
-        secret = read_secrets(turn_secret_file(config))[0] if relay or config.turn_servers else b""
+        uses_relays = relay or config.turn_servers or config.relay_nodes
+        secret = read_secrets(turn_secret_file(config))[0] if uses_relays else b""
+        fleet = await start_fleet(config, relay)
+        ttl = int(config.turn_credential_hours * 3600)
         settings = SignalingSettings(
             client_dir=CLIENT_DIR,
             public_url=config.public_url,
             room_capacity=config.room_capacity,
             room_ttl=dt.timedelta(hours=config.room_ttl_hours),
             seat_grace=dt.timedelta(seconds=config.seat_grace_seconds),
-            ice_servers=ice_servers_provider(config, secret, relay),
+            ice_servers=fleet.provider(secret, ttl, config.turn_servers) if fleet is not None
+            else ice_servers_provider(config, secret, relay),
             ice_transport_policy=config.ice_transport_policy,
             subprocessors=config.subprocessors(),
+            redis_url=config.redis,
+            redis_prefix=config.redis_prefix,
         )
         admin = AdminSettings(
             DataHandling(store), processor_info(config), config.retention_days, register_settings(config),
             backup_dir=config.data_dir / "backups",
         )
+        app = create_app(settings, store, admin)
+        if config.trusted_proxies:  # first, so every handler sees the visitor's address
+            app.middlewares.insert(0, forwarded_for_middleware(parse_networks(config.trusted_proxies)))
         runner = web.AppRunner(
-            create_app(settings, store, admin), access_log=None, handle_signals=False, shutdown_timeout=5
+            app, access_log=None, handle_signals=False, shutdown_timeout=5
         )
         await runner.setup()
         runners.append(runner)
@@ -169,10 +209,12 @@ async def running(config: ServeConfig, say: bool = True) -> AsyncIterator[Runnin
             redirect_site = web.TCPSite(redirect_runner, config.host, config.http_port)
             await redirect_site.start()
             http_port = _bound_port(redirect_site)
-        yield RunningServer(url=config.base_url(port), port=port, http_port=http_port, relay=relay)
+        yield RunningServer(url=config.base_url(port), port=port, http_port=http_port, relay=relay, fleet=fleet)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
+        if fleet is not None:
+            await fleet.stop()
         if relay is not None:
             await relay.stop()
         jobs.cancel()
@@ -202,5 +244,8 @@ async def serve_forever(config: ServeConfig) -> None:
             where = [f"{h}:{p} (udp, tcp)" for h, p in server.relay.udp]
             where += [f"{h}:{p} (tls)" for h, p in server.relay.tls_addresses]
             print(f"TURN relay on {', '.join(where)}.", flush=True)
+        if server.fleet is not None:
+            nodes = [f"{view.name} ({view.status.value})" for view in server.fleet.states().values()]
+            print(f"Relay nodes handed out: {', '.join(nodes)}.", flush=True)
         await stop.wait()
         print("Stopping.", file=sys.stderr)
