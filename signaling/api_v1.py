@@ -197,6 +197,8 @@ async def delete_room(request: web.Request, key: ApiKeyRecord) -> web.StreamResp
     room = await _own_room(request, key)
     admin = request.app[ADMIN_KEY]
     await admin.store.end_room(room.id, key.controller_id, admin.clock())
+    # Whoever is in the call now hears `room-ended` and loses the seat: ended means ended for them too.
+    await request.app[keys.SERVICE].end_room(room.id)
     return web.Response(status=204, headers={"Cache-Control": "no-store"})
 
 
@@ -242,7 +244,8 @@ def openapi_document(server_url: str) -> dict[str, Any]:
                                       "404": answer("No such room for this key", error), **errors}},
                 "delete": {"operationId": "deleteRoom", "summary": "End a call link now",
                            "parameters": [room_id],
-                           "responses": {"204": answer("Ended; nobody can join any more"),
+                           "responses": {"204": answer("Ended: nobody can join any more, and whoever is in the "
+                                                                "call is told so (room-ended) and loses the seat"),
                                          "404": answer("No such room for this key", error), **errors}},
             },
         },

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from metadata_store.subprocessors import subprocessors_html, subprocessors_json
 from signaling import keys
+from signaling.ratelimit import AddressLimiter
 from signaling.validation import ROOM_ID_RE
 
 access_log = logging.getLogger("kijkmee.access")
@@ -253,10 +254,45 @@ async def room_status(request: web.Request) -> web.Response:
     if room is None or room.expires_at <= request.app[keys.SETTINGS].clock():
         return web.json_response({"state": "expired"}, headers=headers)
     options = room.options
+    # embedOrigins: the sites that may frame this call (the page's own CSP names them too); the call
+    # page talks to an embedding site only when it is among them (client_web/js/embed-bridge.js).
     return web.json_response(
-        {"state": "open", "ask": options.ask, "capacity": options.capacity, "relayOnly": options.relay_only},
+        {"state": "open", "ask": options.ask, "capacity": options.capacity, "relayOnly": options.relay_only,
+         "embedOrigins": list(options.embed_origins)},
         headers=headers,
     )
+
+
+# The pre-join connectivity check hands out relay credentials without a join: a handful per address
+# is plenty for a person reloading the page; a scanner gets 429s.
+RELAY_CHECK_RATE = 0.2
+"""Checks per second an address may start, on average."""
+RELAY_CHECK_BURST = 20
+"""Checks an address may start at once."""
+
+
+def _relay_check(limiter: AddressLimiter) -> Handler:
+    async def check(request: web.Request) -> web.Response:
+        """GET /r/<room>/check: our relay's URLs with credentials for a throwaway user name, so the call
+        page can test, before anyone joins, whether this network reaches the relay over UDP, TCP and TLS.
+
+        Only for a link that still works (unknown, ended and malformed links answer alike), limited per
+        client address in memory. Nothing is stored: the user name is random and belongs to no one, and
+        the address is only a key in the limiter's table until its bucket refills."""
+        headers = {"Cache-Control": "no-store"}
+        if not limiter.allow(request.remote or "unknown", time.monotonic()):
+            return web.json_response({"error": "rate-limited"}, status=429, headers=headers)
+        room_id = request.match_info["room"]
+        if ROOM_ID_RE.fullmatch(room_id) is None:
+            return web.json_response({"state": "expired"}, status=404, headers=headers)
+        settings = request.app[keys.SETTINGS]
+        room = await request.app[keys.STORE].get_room(room_id)
+        if room is None or room.expires_at <= settings.clock():
+            return web.json_response({"state": "expired"}, status=404, headers=headers)
+        throwaway = "check-" + secrets.token_urlsafe(12)
+        return web.json_response({"iceServers": settings.ice_servers(throwaway)}, headers=headers)
+
+    return check
 
 
 async def create_room(request: web.Request) -> web.Response:
@@ -290,10 +326,16 @@ async def subprocessors(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """Connections on this node and active rooms (of every node when they share Redis). A node that
+    cannot reach the shared Redis answers 503, so a load balancer stops sending people to it."""
     service = request.app[keys.SERVICE]
-    return web.json_response(
-        {"status": "ok", "connections": service.connections, "rooms": request.app[keys.ROOMS].active_rooms}
-    )
+    try:
+        rooms, _ = await request.app[keys.ROOMS].counts()
+    except Exception as exc:  # the shared Redis is unreachable
+        log = logging.getLogger("kijkmee.signaling")
+        log.error("health check: seats unreachable", extra={"error": type(exc).__name__})
+        return web.json_response({"status": "unavailable", "connections": service.connections}, status=503)
+    return web.json_response({"status": "ok", "connections": service.connections, "rooms": rooms})
 
 
 def add_routes(app: web.Application, client_dir: Path) -> None:
@@ -301,9 +343,12 @@ def add_routes(app: web.Application, client_dir: Path) -> None:
     app.router.add_get("/", _file(files, Path("index.html"), PAGE_CACHE))
     app.router.add_get("/r/{room}", _room_page(files))
     app.router.add_get("/r/{room}/status", room_status)
+    app.router.add_get("/r/{room}/check", _relay_check(AddressLimiter(RELAY_CHECK_RATE, RELAY_CHECK_BURST)))
     app.router.add_post("/rooms", create_room)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/privacy/subprocessors", subprocessors)
     app.router.add_get("/vendor/socket.io.esm.min.js", _file(files, SOCKET_IO_CLIENT, VENDOR_CACHE))
+    # The embed script for controllers' own sites (docs/embedding.md): a short, stable address.
+    app.router.add_get("/embed.js", _file(files, Path("js/embed.js"), STATIC_CACHE))
     app.router.add_get("/static/{folder:js|css|img}/{name}", _static(files))
 

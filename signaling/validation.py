@@ -47,7 +47,7 @@ def _mapping(payload: object) -> dict[str, Any]:
     return payload
 
 
-PHONE_RE = re.compile(r"\+?[0-9][0-9 ()./-]{3,30}")
+PHONE_RE = re.compile(r"\+?\(?[0-9][0-9 ()./-]{3,30}")  # also "(020) 123 4567"
 EMAIL_RE = re.compile(r"[^@\s]{1,64}@[^@\s]{1,190}")
 EMAIL_MAX = 254
 ROUTES = ("direct", "relay")

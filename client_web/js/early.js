@@ -4,7 +4,7 @@
 // opens as soon as the library is here, so that "Join" finds it ready. room.js imports this same
 // module instance (same URL) and picks both up. Nothing is sent until the person joins. No DOM code.
 
-import { getLocalMedia } from './media.js';
+import { getLocalMedia, loadDeviceChoice } from './media.js';
 
 const ROOM_ID_RE = /^[A-Za-z0-9_-]{22,64}$/;
 
@@ -25,10 +25,27 @@ export function parseRoomId(pathname) {
 export const roomId = parseRoomId(globalThis.location?.pathname ?? '');
 
 /**
- * The page's first getUserMedia ({stream, error}, see media.js), already under way; null on a broken
- * link, where we don't even ask for the camera.
+ * GET /r/<room>/status ({state, ask, …} or null when it can't be had), already under way: the join
+ * form shows the fields the room asks for before the person starts typing.
  */
-export const firstMedia = roomId ? getLocalMedia() : null;
+export const roomStatus = roomId
+  ? fetch(`/r/${encodeURIComponent(roomId)}/status`, { cache: 'no-store', credentials: 'same-origin' })
+      .then((response) => (response.ok ? response.json() : null))
+      .catch(() => null)
+  : null;
+
+/**
+ * The page's first getUserMedia ({stream, error}, see media.js), already under way, with the camera
+ * and microphone chosen on an earlier visit; null on a broken link, where we don't even ask for the
+ * camera. It starts once the status says the link still works (one small request; the Socket.IO
+ * connection opens meanwhile): on an expired link the camera is never asked for and this resolves to
+ * {stream: null, error: null}. A status that can't be had doesn't hold the camera back.
+ */
+export const firstMedia = roomId
+  ? roomStatus.then((status) =>
+      status?.state === 'expired' ? { stream: null, error: null } : getLocalMedia(undefined, loadDeviceChoice()),
+    )
+  : null;
 
 /** Options of every Socket.IO connection the call page opens: WebSocket first saves a round trip. */
 export const SOCKET_OPTIONS = { transports: ['websocket', 'polling'] };

@@ -24,6 +24,10 @@
 export const NEWCOMER_OFFER_WAIT_MS = 4000;
 /** How long the polite side waits for the impolite side's ICE restart before restarting itself. */
 export const POLITE_RESTART_DELAY_MS = 2500;
+/** How long a connection may stay 'disconnected' before we restart ICE. */
+export const DISCONNECTED_RESTART_MS = 2000;
+/** At most one ICE restart toward a peer in this time (a dead network is not flooded with offers). */
+export const RESTART_INTERVAL_MS = 8000;
 /** Height, in lines, of the first video frames sent to a peer (see the top of this file). */
 export const FIRST_FRAMES_MAX_HEIGHT = 180;
 /** How long after a connection first comes up its video goes back to the camera's own size. */
@@ -33,6 +37,9 @@ export const FULL_SIZE_AFTER_MS = 2000;
 export function isPolite(selfId, peerId) {
   return String(selfId) > String(peerId);
 }
+
+const isBroken = (pc) => pc.connectionState === 'failed' || pc.iceConnectionState === 'failed';
+const isShaky = (pc) => pc.connectionState === 'disconnected' || pc.iceConnectionState === 'disconnected';
 
 export class Mesh {
   #selfId;
@@ -151,6 +158,7 @@ export class Mesh {
     const tracks = this.#localStream ? this.#localStream.getTracks() : [];
     for (const track of tracks) {
       const sender = peer.pc.addTrack(track, this.#localStream);
+      peer.senders.set(track.kind, sender);
       if (track.kind === 'video') this.#startSmall(peer, sender, track);
     }
     if (offerEverything) {
@@ -195,7 +203,8 @@ export class Mesh {
       makingOffer: false,
       ignoreOffer: false,
       isSettingRemoteAnswerPending: false,
-      restarted: false, // restartIce() is tried once per peer
+      lastRestartAt: -Infinity, // Date.now() of our last ICE restart toward this peer
+      disconnectTimer: null, // 'disconnected' for a while → restart
       failed: false,
       closed: false,
       pendingCandidates: [], // candidates that arrived before any remote description
@@ -205,6 +214,7 @@ export class Mesh {
       waitTimer: null, // waiting for the newcomer's first offer
       restartTimer: null, // polite side's delayed ICE restart
       smallSenders: [], // video senders still scaled down for the first frames
+      senders: new Map(), // 'audio' | 'video' → the sender that carries that media of ours to this peer
       fullSizeTimer: null, // brings smallSenders back to full size
     };
     this.#peers.set(peerId, peer);
@@ -269,38 +279,65 @@ export class Mesh {
     if (connectionState === 'connected' && peer.smallSenders.length > 0 && !peer.fullSizeTimer) {
       peer.fullSizeTimer = setTimeout(() => this.#fullSize(peer), FULL_SIZE_AFTER_MS);
     }
-    if (connectionState === 'failed' || iceConnectionState === 'failed') {
-      const retrying = !peer.restarted;
+    if (isBroken(pc)) {
       if (!peer.failed) {
         peer.failed = true;
-        this.#emit('failed', { peerId: peer.id, retrying });
+        this.#emit('failed', { peerId: peer.id, retrying: true });
       }
-      if (retrying && !peer.restartTimer) {
-        // New ICE credentials may find a path the first round missed (a network change, a relay
-        // allocation that timed out). Only once: endless restarts would just hide the problem.
-        // Both sides usually see the failure; the impolite one restarts at once and the polite one
-        // only if nothing has happened after a while, so the two restart offers don't collide.
-        const restart = () => {
-          peer.restartTimer = null;
-          if (peer.closed || peer.restarted) return;
-          peer.restarted = true;
-          try {
-            pc.restartIce();
-          } catch {
-            /* older browsers: nothing more to try */
-          }
-        };
-        if (peer.polite) peer.restartTimer = setTimeout(restart, POLITE_RESTART_DELAY_MS);
-        else restart();
+      this.#scheduleRestart(peer);
+    } else if (isShaky(pc)) {
+      // 'disconnected' often heals by itself within a second or two (a lost burst of packets); when it
+      // doesn't, the path is gone (a network switch, a dead relay allocation) and only new candidates help.
+      if (!peer.disconnectTimer) {
+        peer.disconnectTimer = setTimeout(() => {
+          peer.disconnectTimer = null;
+          if (!peer.closed && (isShaky(peer.pc) || isBroken(peer.pc))) this.#scheduleRestart(peer);
+        }, DISCONNECTED_RESTART_MS);
       }
-    } else if (peer.failed && (connectionState === 'connected' || iceConnectionState === 'connected')) {
-      peer.failed = false;
-      if (peer.restartTimer) {
-        clearTimeout(peer.restartTimer);
-        peer.restartTimer = null;
+    } else if (connectionState === 'connected' || iceConnectionState === 'connected' || iceConnectionState === 'completed') {
+      this.#clearRestart(peer);
+      if (peer.failed) {
+        peer.failed = false;
+        this.#emit('recovered', { peerId: peer.id });
       }
-      this.#emit('recovered', { peerId: peer.id });
     }
+  }
+
+  // ICE restart: new ICE credentials, so both sides gather afresh and find whatever path exists now.
+  // Both sides usually notice together; the impolite one restarts at once and the polite one only if
+  // nothing has happened after a while, so the two restart offers don't collide. A restart that doesn't
+  // help is tried again, at most once per RESTART_INTERVAL_MS, for as long as the peer is in the call.
+  #scheduleRestart(peer) {
+    if (peer.restartTimer || peer.closed) return;
+    const sinceLast = Date.now() - peer.lastRestartAt;
+    const wait = Math.max(0, RESTART_INTERVAL_MS - sinceLast) + (peer.polite ? POLITE_RESTART_DELAY_MS : 0);
+    peer.restartTimer = setTimeout(() => this.#restart(peer), wait);
+  }
+
+  async #restart(peer) {
+    peer.restartTimer = null;
+    const { pc } = peer;
+    if (peer.closed || !(isShaky(pc) || isBroken(pc))) return;
+    peer.lastRestartAt = Date.now();
+    try {
+      // An offer of ours that was never answered (the other side was away) would hold the restart
+      // back until it is; take it back first.
+      if (pc.signalingState === 'have-local-offer') await pc.setLocalDescription({ type: 'rollback' });
+      if (peer.closed) return;
+      pc.restartIce(); // negotiationneeded → a new offer through perfect negotiation
+    } catch {
+      /* older browsers: nothing more to try */
+    }
+    // If this round doesn't bring the connection back, no state change may come to start the next one.
+    this.#scheduleRestart(peer);
+  }
+
+  #clearRestart(peer) {
+    clearTimeout(peer.restartTimer);
+    clearTimeout(peer.disconnectTimer);
+    clearTimeout(peer.disconnectTimer);
+    peer.restartTimer = null;
+    peer.disconnectTimer = null;
   }
 
   // Run `task` after earlier signaling from the same peer, so a candidate is never applied before the
@@ -341,7 +378,7 @@ export class Mesh {
       if (peer.restartTimer) {
         clearTimeout(peer.restartTimer);
         peer.restartTimer = null;
-        peer.restarted = true;
+        peer.lastRestartAt = Date.now();
       }
       this.#attachLocalMedia(peer, { offerEverything: false });
       await pc.setLocalDescription();
@@ -401,6 +438,54 @@ export class Mesh {
       }
       await this.#addCandidate(peer, init);
     });
+  }
+
+  /**
+   * Send `track` (null: nothing) as our `kind` media to every peer from now on: a camera that was
+   * switched off or on, another microphone, a shared screen. Where we already send that kind the
+   * sender's track is swapped (RTCRtpSender.replaceTrack: no renegotiation, the others keep the same
+   * remote track and simply get other frames). Toward a peer we send nothing of that kind yet (we
+   * joined without a camera) the transceiver that only receives starts sending too, which perfect
+   * negotiation then renegotiates. Peers whose media isn't attached yet take the stream's tracks when
+   * it is, so the caller keeps the stream given to the constructor in step (mesh.localStream).
+   */
+  async replaceTrack(kind, track) {
+    const jobs = [];
+    for (const peer of this.#peers.values()) {
+      if (!peer.closed && peer.mediaAttached) jobs.push(this.#replaceTrackFor(peer, kind, track));
+    }
+    await Promise.all(jobs);
+  }
+
+  /** The stream our tracks are sent in (created on demand when the mesh was made without one). */
+  get localStream() {
+    this.#localStream ??= new this.#MediaStream();
+    return this.#localStream;
+  }
+
+  async #replaceTrackFor(peer, kind, track) {
+    let sender = peer.senders.get(kind);
+    try {
+      if (!sender) {
+        if (!track) return;
+        const idle = peer.pc
+          .getTransceivers()
+          .find((t) => t.currentDirection !== 'stopped' && t.receiver.track?.kind === kind && !t.sender.track &&
+            (t.direction === 'recvonly' || t.direction === 'inactive'));
+        if (!idle) {
+          peer.senders.set(kind, peer.pc.addTrack(track, this.localStream)); // negotiationneeded follows
+          return;
+        }
+        sender = idle.sender;
+        peer.senders.set(kind, sender);
+        // Same stream as our other media, so the other side shows it in the same tile.
+        sender.setStreams?.(this.localStream);
+        idle.direction = idle.direction === 'inactive' ? 'sendonly' : 'sendrecv'; // negotiationneeded follows
+      }
+      if (sender.track !== track) await sender.replaceTrack(track);
+    } catch (err) {
+      if (!peer.closed) this.#emit('error', { peerId: peer.id, stage: 'replace-track', name: err?.name ?? 'Error' });
+    }
   }
 
   /** The peer left: close its connection. */

@@ -2,13 +2,18 @@
 // Negotiation lives in mesh.js, devices in media.js, texts in i18n.js; this module wires them to the DOM.
 //
 // For tests the page exposes window.kijkmee = {state, selfId, pcs} and mirrors the state in
-// document.body.dataset.state. States: prejoin | joining | in-call | full | left | error.
+// document.body.dataset.state. States: prejoin | joining | in-call | full | left | error, and
+// expired (the link no longer works) | ended (the controller ended the call).
 
 import { io } from '/vendor/socket.io.esm.min.js';
-import { SOCKET_OPTIONS, firstMedia, roomId as pageRoomId, takeFirstSocket } from './early.js';
+import { SOCKET_OPTIONS, firstMedia, roomId as pageRoomId, roomStatus, takeFirstSocket } from './early.js';
+import { startEmbedBridge } from './embed-bridge.js';
 import { initI18n, t } from './i18n.js';
-import { firstTrack, getLocalMedia, stopStream } from './media.js';
+import { firstTrack, getLocalMedia, loadDeviceChoice, stopStream } from './media.js';
 import { Mesh } from './mesh.js';
+import { selectedRoute } from './callstats.js';
+import { InCall } from './incall.js';
+import { initPrejoin } from './prejoin.js';
 
 const NAME_MAX = 64;
 const JOIN_TIMEOUT_MS = 10000;
@@ -40,6 +45,7 @@ const els = {
   callTitle: $('call-title'),
   tiles: $('tiles'),
   waiting: $('waiting'),
+  sound: $('sound'),
   mute: $('mute'),
   camera: $('camera'),
   leave: $('leave'),
@@ -54,6 +60,7 @@ window.kijkmee = api;
 
 let roomId = null;
 let localStream = null;
+let prejoin = null; // the pre-join check (prejoin.js); null on a broken link
 let mediaReady = Promise.resolve(null);
 let socket = null;
 // The connection opens when the page loads, so that "Join" costs one round trip; nothing is sent and
@@ -72,6 +79,17 @@ let cameraOff = false;
 let tileSeq = 0;
 const peerNames = new Map(); // peer id → typed name or null
 const failingPeers = new Set();
+// Camera really off, screen sharing, the in-call device menu and what the tiles show (incall.js).
+const inCall = new InCall({
+  pcs,
+  getStream: () => localStream,
+  isMicMuted: () => micMuted,
+  onChange: () => {
+    cameraOff = inCall.cameraOff; // false again when the camera could not be opened
+    updateControls();
+  },
+  onMessage: (code) => showMessage(code),
+});
 
 // ---------------------------------------------------------------------------------------- state
 
@@ -84,6 +102,7 @@ function showView(view) {
   els.prejoin.hidden = view !== 'prejoin';
   els.call.hidden = view !== 'call';
   els.left.hidden = view !== 'left';
+  for (const [name, section] of Object.entries(endViews)) section.hidden = view !== name;
 }
 
 // ------------------------------------------------------------------------------------- messages
@@ -120,16 +139,30 @@ async function acquireMedia(started = null) {
   els.previewStatus.dataset.i18n = 'prejoin.checking';
   els.previewStatus.textContent = t('prejoin.checking');
   els.previewStatus.hidden = false;
-  const { stream, error } = await (started ?? getLocalMedia());
+  const { stream, error } = await (started ?? getLocalMedia(undefined, loadDeviceChoice())); // the chosen devices
   localStream = stream;
   applyTrackSwitches();
   showPreview();
   updateControls();
-  if (error) showMessage(error);
+  if (error) {
+    showMessage(error);
+    announce('error', { code: error });
+  }
+  prejoin?.useStream(stream); // device lists and the microphone level
   return stream;
 }
 
+/** The pre-join check switched camera or microphone (prejoin.js): show and use what the stream holds now. */
+function useStream(stream) {
+  localStream = stream;
+  els.preview.srcObject = null; // the same stream object with a new track: make the preview pick it up
+  applyTrackSwitches();
+  showPreview();
+  updateControls();
+}
+
 function releaseMedia() {
+  inCall.end(); // stop sharing without bringing the camera back
   stopStream(localStream);
   localStream = null;
   els.preview.srcObject = null;
@@ -151,36 +184,48 @@ function showPreview() {
 }
 
 // Muting disables the track rather than removing it: the connection stays as negotiated and the
-// others get silence / a black picture straight away.
+// others get silence straight away. The camera off is stopped instead (callmedia.js).
 function applyTrackSwitches() {
   const audio = firstTrack(localStream, 'audio');
-  const video = firstTrack(localStream, 'video');
   if (audio) audio.enabled = !micMuted;
-  if (video) video.enabled = !cameraOff;
 }
 
 function updateControls() {
   const audio = firstTrack(localStream, 'audio');
   const video = firstTrack(localStream, 'video');
   els.mute.disabled = !audio;
-  els.camera.disabled = !video;
+  const camera = inCall.cameraState; // 'on' | 'off' | 'none'
+  els.camera.disabled = camera === 'none';
   // Without a device the microphone/camera is effectively off, so the button reads as pressed.
   els.mute.setAttribute('aria-pressed', String(!audio || micMuted));
-  els.camera.setAttribute('aria-pressed', String(!video || cameraOff));
+  els.camera.setAttribute('aria-pressed', String(camera !== 'on'));
+  // The stream holds what we send: no video track means no picture (camera off, not sharing).
   const selfTile = els.tiles.querySelector('.tile.self');
-  if (selfTile) selfTile.classList.toggle('no-video', !video || cameraOff);
+  if (selfTile) selfTile.classList.toggle('no-video', !video);
 }
 
 function toggleMute() {
-  micMuted = !micMuted;
-  applyTrackSwitches();
-  updateControls();
+  setMicMuted(!micMuted);
 }
 
 function toggleCamera() {
-  cameraOff = !cameraOff;
+  setCameraOff(!cameraOff);
+}
+
+// The buttons and the embedding page's commands (embed-bridge.js) both come here.
+function setMicMuted(muted) {
+  micMuted = muted;
   applyTrackSwitches();
   updateControls();
+  announce('media-changed', { muted: micMuted, cameraOff });
+}
+
+function setCameraOff(off) {
+  cameraOff = off;
+  inCall.setCameraOff(off); // stops the camera (light off), or opens it again
+  applyTrackSwitches();
+  updateControls();
+  announce('media-changed', { muted: micMuted, cameraOff });
 }
 
 // ---------------------------------------------------------------------------------------- tiles
@@ -264,7 +309,12 @@ function setRemoteLabel(tile, peerId) {
 function setTileStatus(tile, connectionState) {
   tile.dataset.connection = connectionState;
   const placeholder = tile.querySelector('.tile-placeholder');
-  const key = connectionState === 'failed' ? 'tile.failed' : connectionState === 'connected' ? 'tile.no-video' : 'tile.connecting';
+  const key = {
+    failed: 'tile.failed',
+    connected: 'tile.no-video',
+    away: 'tile.away',
+    disconnected: 'tile.away',
+  }[connectionState] ?? 'tile.connecting';
   placeholder.dataset.i18n = key;
   placeholder.textContent = t(key);
 }
@@ -312,13 +362,33 @@ function attachRemoteStream(peerId, stream) {
     stream.addEventListener('removetrack', refresh);
   }
   tile.classList.toggle('no-video', stream.getVideoTracks().length === 0);
-  // Joining was a click on this page, so browsers allow playback with sound.
-  video.play().catch(() => {});
+  playRemote(video);
+}
+
+// Joining by a click lets browsers play the others with sound. Without one (the page rejoined by itself
+// after a reload; iOS Safari's stricter rules) playback with sound is refused: show the picture muted
+// and offer one tap that turns the sound on for everyone.
+function playRemote(video) {
+  video.play().catch((err) => {
+    if (err?.name !== 'NotAllowedError') return;
+    video.muted = true;
+    video.play().catch(() => {});
+    els.sound.hidden = false;
+  });
+}
+
+function turnSoundOn() {
+  els.sound.hidden = true;
+  for (const video of els.tiles.querySelectorAll('.tile[data-peer-id] video')) {
+    video.muted = false;
+    video.play().catch(() => {});
+  }
 }
 
 // ----------------------------------------------------------------------------------------- mesh
 
 function createMesh(ack) {
+  localStream = inCall.prepare(localStream); // a stream to send in even without devices (screen sharing)
   const m = new Mesh({
     selfId: ack.self,
     iceServers: Array.isArray(ack.iceServers) ? ack.iceServers : [],
@@ -348,6 +418,7 @@ function createMesh(ack) {
     showMessage('connection-failed');
   });
   m.on('recovered', ({ peerId }) => peerFixed(peerId));
+  inCall.start(m);
   return m;
 }
 
@@ -371,30 +442,13 @@ async function reportSetup(peerId) {
   if (route !== null && s === socket && s.connected) s.emit('report', { route, setupMs });
 }
 
-/** 'direct' or 'relay' from the selected candidate pair's types, or null while there is none yet. */
-export async function selectedRoute(pc) {
-  try {
-    const stats = await pc.getStats();
-    let pairId = null;
-    stats.forEach((r) => {
-      if (r.type === 'transport' && r.selectedCandidatePairId) pairId = r.selectedCandidatePairId;
-    });
-    const pair = pairId ? stats.get(pairId) : null;
-    if (!pair) return null;
-    const types = [stats.get(pair.localCandidateId)?.candidateType, stats.get(pair.remoteCandidateId)?.candidateType];
-    if (types.includes(undefined)) return null;
-    return types.includes('relay') ? 'relay' : 'direct';
-  } catch {
-    return null;
-  }
-}
-
 function peerFixed(peerId) {
   failingPeers.delete(peerId);
   if (failingPeers.size === 0) clearMessage(['connection-failed']);
 }
 
 function teardownMesh() {
+  inCall.stop();
   if (mesh) {
     mesh.close();
     mesh = null;
@@ -502,6 +556,25 @@ function connect(early = null) {
       mesh.addPeer(p.id, { initiate: false }); // the newcomer sends the first offer
       const tile = remoteTile(p.id);
       if (tile) setRemoteLabel(tile, p.id);
+      announce('participant-joined', { peerId: p.id, participants: peerNames.size + 1 });
+    });
+  });
+  // The peer's connection dropped (reload, network switch): its seat is held; show it as reconnecting.
+  s.on('peer-away', (p) => {
+    if (s !== socket || !isPeerPayload(p)) return;
+    whenReady(() => {
+      const tile = remoteTile(p.id);
+      if (tile) setTileStatus(tile, 'away');
+    });
+  });
+  // Back in its seat with a fresh page or connection: its old peer connection is gone, start anew.
+  // It offers (it got us in its join ack), we wait for that offer.
+  s.on('peer-back', (p) => {
+    if (s !== socket || !isPeerPayload(p)) return;
+    whenReady(() => {
+      peerNames.set(p.id, cleanName(p.name));
+      mesh.removePeer(p.id);
+      mesh.addPeer(p.id, { initiate: false });
     });
   });
   s.on('peer-left', (p) => {
@@ -509,12 +582,39 @@ function connect(early = null) {
     whenReady(() => {
       mesh.removePeer(p.id);
       peerNames.delete(p.id);
+      announce('participant-left', { peerId: p.id, participants: peerNames.size + 1 });
     });
   });
+  // The controller ended the call (DELETE /api/v1/rooms/<id>); the server has freed our seat already.
+  s.on('room-ended', () => s === socket && showCallEnded());
   s.on('offer', (m) => s === socket && whenReady(() => mesh.handleOffer(m ?? {})));
   s.on('answer', (m) => s === socket && whenReady(() => mesh.handleAnswer(m ?? {})));
   s.on('candidate', (m) => s === socket && whenReady(() => mesh.handleCandidate(m ?? {})));
   s.on('signal-error', (e) => s === socket && onSignalRefused(e?.error));
+}
+
+// The rejoin token (docs/signaling-protocol.md): a random string the server handed out on join, kept in
+// this tab's sessionStorage so that a reload or a new connection takes the same seat back within the
+// grace period. It holds nothing about the person and dies with the tab.
+function rejoinKey() {
+  return `kijkmee.rejoin.${roomId}`;
+}
+
+function readRejoinToken() {
+  try {
+    return sessionStorage.getItem(rejoinKey());
+  } catch {
+    return null; // storage blocked: an ordinary join
+  }
+}
+
+function saveRejoinToken(token) {
+  try {
+    if (token) sessionStorage.setItem(rejoinKey(), token);
+    else sessionStorage.removeItem(rejoinKey());
+  } catch {
+    /* storage blocked: a reload joins afresh */
+  }
 }
 
 function sendJoin(s) {
@@ -524,19 +624,23 @@ function sendJoin(s) {
   reported = false;
   pending = [];
   const payload = { room: roomId };
+  const token = readRejoinToken();
+  if (token) payload.rejoin = token;
   const name = cleanName(els.name.value);
   if (name) payload.name = name;
+  Object.assign(payload, prejoin?.joinFields() ?? {}); // a typed phone number, when the room asks for one
   s.timeout(JOIN_TIMEOUT_MS).emit('join', payload, (err, ack) => {
     if (s !== socket) return;
     if (err) {
       giveUp('server-unreachable', 'error');
     } else if (!ack || ack.ok !== true || typeof ack.self !== 'string') {
       const code = ack?.error;
-      if (code === 'room-full') giveUp('room-full', 'full');
+      if (code === 'room-full') showRoomFull();
+      else if (code === 'room-expired') showLinkExpired(); // ended or expired since the page loaded
       else if (code === 'rate-limited') giveUp('rate-limited', 'error');
-      // bad-request on join can only mean the room id (the name is cleaned and capped here already);
-      // room-expired is an old or made-up link. Both: "this link doesn't work".
-      else if (code === 'bad-request' || code === 'room-expired' || code === 'bad-room') giveUp('bad-room', 'error');
+      // bad-request on join can only mean the room id (the name is cleaned and capped here already):
+      // "this link doesn't work".
+      else if (code === 'bad-request' || code === 'bad-room') giveUp('bad-room', 'error');
       else giveUp('generic', 'error');
     } else {
       onJoined(ack);
@@ -545,6 +649,7 @@ function sendJoin(s) {
 }
 
 function onJoined(ack) {
+  saveRejoinToken(typeof ack.rejoinToken === 'string' ? ack.rejoinToken : null);
   connectErrors = 0;
   rejoining = false;
   joinPending = false;
@@ -563,6 +668,7 @@ function onJoined(ack) {
   setState('in-call');
   updateTileCount();
   if (wasHidden) els.callTitle.focus();
+  announce('joined', { peerId: ack.self, participants: peerNames.size + 1 });
 }
 
 /**
@@ -570,6 +676,7 @@ function onJoined(ack) {
  * message and hand control back to the person on the pre-join screen.
  */
 function giveUp(code, state) {
+  if (code !== 'server-unreachable') saveRejoinToken(null); // refused: the seat is not ours any more
   const s = socket;
   socket = null;
   rejoining = false;
@@ -582,6 +689,7 @@ function giveUp(code, state) {
     showView('prejoin');
     setJoinButton('prejoin.retry', false);
   }
+  announce('error', { code });
 }
 
 // ----------------------------------------------------------------------------- join and leave
@@ -612,6 +720,7 @@ function joinIfReady(s) {
 }
 
 function leave() {
+  saveRejoinToken(null); // a goodbye: the seat is freed, nothing to take back
   const s = socket;
   socket = null;
   wantJoin = false;
@@ -630,6 +739,7 @@ function leave() {
   showView('left');
   setState('left');
   els.leftTitle.focus();
+  announce('left');
 }
 
 function rejoin() {
@@ -638,6 +748,72 @@ function rejoin() {
   mediaReady = acquireMedia();
   setState('prejoin');
   startJoin();
+}
+
+// ------------------------------------------------------- full, expired, ended; embedding
+
+// Views for a call one can't be in (any more), each with a plain next step.
+const endViews = {
+  full: $('full'),
+  expired: $('expired'),
+  ended: $('ended'),
+};
+
+// What happens in the call, for listeners outside this module (embed-bridge.js tells an embedding
+// page). Event names, random peer ids, counts and codes only: never a typed name, never an address.
+const roomListeners = new Set();
+
+function announce(event, data = {}) {
+  for (const listener of roomListeners) listener(event, data);
+}
+
+// What an embedding page may ask for: the same code as the buttons.
+const COMMANDS = new Map([
+  ['mute', () => setMicMuted(true)],
+  ['unmute', () => setMicMuted(false)],
+  ['camera-off', () => setCameraOff(true)],
+  ['camera-on', () => setCameraOff(false)],
+  ['leave', () => (api.state === 'in-call' || api.state === 'joining') && leave()],
+]);
+
+/** Stop the call here without a goodbye (the server refused us or ended it), devices off. */
+function closeCall() {
+  saveRejoinToken(null); // the seat is not ours (any more)
+  const s = socket;
+  socket = null;
+  wantJoin = false;
+  rejoining = false;
+  if (s) s.disconnect();
+  teardownMesh();
+  releaseMedia();
+  const selfTile = els.tiles.querySelector('.tile.self');
+  if (selfTile) selfTile.remove();
+  updateTileCount();
+  api.selfId = null;
+  clearMessage();
+}
+
+function showEndView(view, state, event) {
+  closeCall();
+  showView(view);
+  setState(state);
+  $(`${view}-title`).focus();
+  announce(event);
+}
+
+/** Everyone the call has room for is in it. "Try again" starts over from the device check. */
+function showRoomFull() {
+  showEndView('full', 'full', 'room-full');
+}
+
+/** The link no longer works: on load (GET /r/<room>/status) the camera is never even asked for. */
+function showLinkExpired() {
+  showEndView('expired', 'expired', 'expired');
+}
+
+/** The controller ended the call while we were in it. */
+function showCallEnded() {
+  showEndView('ended', 'ended', 'ended');
 }
 
 // ----------------------------------------------------------------------------------------- main
@@ -651,12 +827,25 @@ function main() {
   els.messageClose.addEventListener('click', () => clearMessage());
   els.form.addEventListener('submit', (event) => {
     event.preventDefault();
+    if (prejoin && !prejoin.formValid()) return; // e.g. a phone number with letters in it: said at the field
     startJoin();
   });
   els.mute.addEventListener('click', toggleMute);
   els.camera.addEventListener('click', toggleCamera);
   els.leave.addEventListener('click', leave);
+  els.sound.addEventListener('click', turnSoundOn);
   els.rejoin.addEventListener('click', rejoin);
+  $('full-retry').addEventListener('click', rejoin);
+  // Shown in an iframe on a controller's site: tell that site what happens (embed-bridge.js).
+  startEmbedBridge({
+    roomStatus,
+    subscribe: (listener) => {
+      roomListeners.add(listener);
+      return () => roomListeners.delete(listener);
+    },
+    command: (name) => COMMANDS.get(name)?.(),
+    state: () => api.state,
+  });
   // Closing the tab: tell the server now rather than after its timeout, and free the devices.
   window.addEventListener('pagehide', () => {
     const s = socket;
@@ -679,9 +868,16 @@ function main() {
   // The button stays disabled in the HTML until the handlers above exist, so an early click can
   // never fall through to a native form submission (which would put the typed name in the URL).
   els.join.disabled = false;
+  // Devices, level meter, in-app browser advice, the room's form fields and the network check.
+  prejoin = initPrejoin({ roomId, status: roomStatus, getStream: () => localStream, setStream: useStream, showMessage, clearMessage });
   // Both started by early.js while this module was still loading.
   mediaReady = acquireMedia(firstMedia);
   connect(takeFirstSocket());
+  // An expired (or ended, or unknown) link: say so before anyone types; early.js never asked for the
+  // camera (firstMedia comes back empty).
+  roomStatus.then((status) => status?.state === 'expired' && api.state !== 'expired' && showLinkExpired());
+  // This tab was in the call a moment ago (a reload, a crash of the tab's page): go straight back in.
+  if (readRejoinToken()) startJoin();
 }
 
 main();

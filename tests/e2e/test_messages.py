@@ -80,7 +80,7 @@ def test_permission_denied_is_explained_in_dutch_and_the_call_still_works(
     [
         ("NotReadableError", "device-in-use", "another app"),
         ("NotFoundError", "no-device", "couldn't find a camera"),
-        ("OverconstrainedError", "no-device", "couldn't find a camera"),
+        ("OverconstrainedError", "overconstrained", "couldn't be started with the settings"),
     ],
 )
 def test_device_problems_have_their_own_words(
@@ -102,9 +102,13 @@ def test_no_media_devices_at_all_is_an_insecure_context(serve: ServeProcess, peo
 
 
 def test_a_link_that_does_not_exist(serve: ServeProcess, people: People) -> None:
+    # Unknown, ended and expired links look alike (GET /r/<room>/status): "this link doesn't work any
+    # more", before anyone types, and the join form is not offered.
     page = people.open(serve.url + "/r/" + "Z" * 22)
-    join(page)
-    assert "link" in message(page, "bad-room")
+    wait_state(page, "expired")
+    expect(page.locator("#expired-title")).to_have_text("This link doesn't work any more")
+    assert "link" in page.locator("#expired").inner_text()
+    expect(page.locator("#join")).to_be_hidden()
     expect(page.locator("#tiles .tile")).to_have_count(0)
 
 

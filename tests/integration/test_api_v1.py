@@ -212,9 +212,36 @@ async def test_the_call_page_learns_what_to_ask_and_whether_the_link_still_works
                 return await r.json()
 
         assert await page_status(room["id"]) == {"state": "open", "ask": "name+phone", "capacity": 2,
-                                                 "relayOnly": True}
+                                                 "relayOnly": True, "embedOrigins": []}
         assert (await api.call("DELETE", f"/api/v1/rooms/{room['id']}"))[0] == 204
         # An ended, an unknown and a malformed link look the same: nothing about other links leaks.
         assert await page_status(room["id"]) == {"state": "expired"}
         assert await page_status("A" * 22) == {"state": "expired"}
         assert await page_status("not a room") == {"state": "expired"}
+
+
+async def test_ending_a_room_during_a_call_tells_everyone_and_frees_their_seats(api: Api) -> None:
+    status, room = await api.call("POST", "/api/v1/rooms", json={"capacity": 2,
+                                                                   "embed_origins": ["https://shop.example.nl"]})
+    assert status == 201
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=False)) as client, client.get(
+        f"{api.live.url}/r/{room['id']}/status"
+    ) as r:
+        assert (await r.json())["embedOrigins"] == ["https://shop.example.nl"]
+    anna, bob = await Participant().connect(api.live.url), await Participant().connect(api.live.url)
+    try:
+        assert (await anna.join(room["id"]))["ok"] and (await bob.join(room["id"]))["ok"]
+        assert (await api.call("DELETE", f"/api/v1/rooms/{room['id']}"))[0] == 204
+        for person in (anna, bob):
+            assert await person.wait_for("room-ended") == [{}]
+        # The seats are free already (not when the pages go), and the link takes nobody new.
+        assert (await anna.call("leave", {}))["error"] == "not-joined"
+        assert (await bob.call("offer", {"to": "x" * 16, "sdp": SDP}))["error"] == "not-joined"
+        carla = await Participant().connect(api.live.url)
+        try:
+            assert (await carla.join(room["id"]))["error"] == "room-expired"
+        finally:
+            await carla.close()
+    finally:
+        await anna.close()
+        await bob.close()

@@ -51,6 +51,11 @@ def test_join_reads_only_room_and_typed_values() -> None:
     assert not hasattr(request, "userAgent") and not hasattr(request, "sdp")
 
 
+@pytest.mark.parametrize("phone", ["(020) 123 4567", "+31 (0)20 123 4567", "06-1234 5678", "0612345678"])
+def test_phone_numbers_as_people_write_them_are_accepted(phone: str) -> None:
+    assert parse_join({"room": ROOM, "phone": phone}).phone == phone
+
+
 @pytest.mark.parametrize("raw", ["", None])
 def test_empty_phone_and_email_mean_none_typed(raw: object) -> None:
     assert parse_join({"room": ROOM, "phone": raw, "email": raw}) == JoinRequest(ROOM, None, None, None)

@@ -1,0 +1,226 @@
+"""A call survives a cut network path and a page reload, without anyone clicking.
+
+One participant's Chromium runs in a network namespace of its own (made here, joined to the test's
+namespace by a veth pair), so its path to the server and to the others can be cut and restored for
+real: `ip link set ... down` inside that namespace. The others keep their seats; the cut-off person's
+page reconnects by itself, takes its seat back with its rejoin token (same peer id, same session row),
+and media flows again both ways. A reload does the same through the token kept in sessionStorage.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+
+from tests import stored
+from tests.conftest import IN_CI
+from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ServeProcess, start_serve, stop_serve
+from tests.e2e.test_browser_call import assert_media_rising, join, peer_stats, wait_for_media_from, wait_state
+from tests.e2e.test_relay_call import make_link
+
+pytestmark = pytest.mark.netns
+
+HOST_SIDE, AWAY_SIDE = "kjm-host", "kjm-away"
+SERVER_IP, AWAY_IP = "10.213.0.1", "10.213.0.2"
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", *args], check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def away_netns() -> Iterator[str]:
+    """A namespace of our own for the person whose network we cut, joined to ours by a veth pair."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        (pytest.fail if IN_CI else pytest.skip)("needs root and iproute2 to make a network namespace")
+    name = f"kijkmee-away-{os.getpid()}"
+    ip("netns", "add", name)
+    try:
+        ip("link", "add", HOST_SIDE, "type", "veth", "peer", "name", AWAY_SIDE)
+        ip("link", "set", AWAY_SIDE, "netns", name)
+        ip("addr", "add", f"{SERVER_IP}/24", "dev", HOST_SIDE)
+        ip("link", "set", HOST_SIDE, "up")
+        ip("-n", name, "link", "set", "lo", "up")
+        ip("-n", name, "addr", "add", f"{AWAY_IP}/24", "dev", AWAY_SIDE)
+        ip("-n", name, "link", "set", AWAY_SIDE, "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "link", "del", HOST_SIDE], capture_output=True)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def serve(tmp_path_factory: pytest.TempPathFactory, away_netns: str) -> Iterator[ServeProcess]:
+    server = start_serve(tmp_path_factory.mktemp("resilience") / "data", "--host", SERVER_IP,
+                         "--seat-grace-seconds", "60")
+    yield server
+    stop_serve(server)
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def here(playwright: Playwright) -> Iterator[Browser]:
+    """The browser of the two people whose network stays up (in the test's own namespace)."""
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="module")
+def away(playwright: Playwright, away_netns: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browser]:
+    """The cut-off person's browser, started inside the away namespace, with iOS Safari's autoplay rule
+    (sound only from a play() that a tap started), which a rejoin after a reload runs into."""
+    wrapper = tmp_path_factory.mktemp("away") / "chromium-away"
+    wrapper.write_text(f'#!/bin/sh\nexec ip netns exec {away_netns} {CHROMIUM} "$@"\n')
+    wrapper.chmod(0o755)
+    args = [a for a in CHROMIUM_ARGS if not a.startswith("--autoplay-policy")]
+    args.append("--autoplay-policy=user-gesture-required")  # like iOS Safari: sound only from a tap
+    # Without a camera or microphone grant Chromium hides host addresses behind mDNS names, which nothing
+    # resolves in these namespaces (on real networks the relay covers that case).
+    args.append("--disable-features=WebRtcHideLocalIpsWithMdns")
+    browser = playwright.chromium.launch(executable_path=str(wrapper), args=args)
+    yield browser
+    browser.close()
+
+
+# getUserMedia answered with a canvas picture and an oscillator tone: media without capturing a device.
+SYNTHETIC_MEDIA = """
+navigator.mediaDevices.getUserMedia = async () => {
+  const canvas = Object.assign(document.createElement('canvas'), {width: 320, height: 180});
+  const g = canvas.getContext('2d');
+  setInterval(() => { g.fillStyle = `hsl(${Date.now() / 10 % 360}, 80%, 50%)`; g.fillRect(0, 0, 320, 180); }, 40);
+  const audio = new AudioContext();
+  const tone = audio.createOscillator();
+  const out = audio.createMediaStreamDestination();
+  tone.connect(out);
+  tone.start();
+  return new MediaStream([...canvas.captureStream(25).getVideoTracks(), ...out.stream.getAudioTracks()]);
+};
+"""
+
+
+def open_page(browser: Browser, url: str) -> Page:
+    context = browser.new_context(ignore_https_errors=True, locale="en-GB")
+    page = context.new_page()
+    page.goto(url)
+    return page
+
+
+def tiles(page: Page) -> int:
+    return page.locator("#tiles .tile").count()
+
+
+def self_id(page: Page) -> str:
+    value = page.evaluate("window.kijkmee.selfId")
+    assert isinstance(value, str) and value
+    return value
+
+
+def wait_until_flowing_again(page: Page, timeout: float = 45.0) -> None:
+    """Both others deliver new video and audio frames to `page` (not just what arrived before)."""
+    stats = wait_for_media_from(page, 2, timeout=timeout)
+    assert_media_rising(page, stats)
+
+
+@pytest.fixture
+def call(serve: ServeProcess, here: Browser, away: Browser) -> Iterator[tuple[list[Page], Page]]:
+    url = make_link(serve)
+    staying = [open_page(here, url), open_page(here, url)]
+    leaving = open_page(away, url)
+    pages = [*staying, leaving]
+    for page in pages:
+        join(page)
+    for page in pages:
+        wait_state(page, "in-call")
+        wait_until_flowing_again(page, timeout=30)
+    yield staying, leaving
+    for page in pages:
+        page.context.close()
+
+
+def test_a_cut_path_heals_by_itself_and_the_same_seat_is_taken_back(
+    serve: ServeProcess, away_netns: str, call: tuple[list[Page], Page]
+) -> None:
+    staying, leaving = call
+    before_id = self_id(leaving)
+    rows_before = len(stored.session_rows(serve.data_dir))
+    ip("-n", away_netns, "link", "set", AWAY_SIDE, "down")
+    try:
+        # The others see the person as reconnecting (seat held), not gone; the person's own page knows
+        # it lost the server and keeps the call view up.
+        for page in staying:
+            expect(page.locator(f'.tile[data-peer-id="{before_id}"]')).to_have_attribute(
+                "data-connection", "away", timeout=30_000)
+        wait_state(leaving, "joining", timeout=30_000)
+        expect(leaving.locator("#message")).to_have_attribute("data-code", "server-unreachable")
+    finally:
+        ip("-n", away_netns, "link", "set", AWAY_SIDE, "up")
+    for page in [*staying, leaving]:
+        wait_state(page, "in-call", timeout=45_000)
+    for page in [*staying, leaving]:
+        wait_until_flowing_again(page)
+        assert tiles(page) == 3
+    assert self_id(leaving) == before_id  # the same seat, not a new participant
+    assert not leaving.locator("#message").is_visible()
+    # No new session row: the seat, and its row, were taken back.
+    assert len(stored.session_rows(serve.data_dir)) == rows_before
+
+
+def test_a_reload_rejoins_the_same_seat_and_one_tap_brings_the_sound(
+    serve: ServeProcess, call: tuple[list[Page], Page]
+) -> None:
+    staying, leaving = call
+    before_id = self_id(leaving)
+    rows_before = len(stored.session_rows(serve.data_dir))
+    # Browsers let a page that is capturing camera or microphone play sound without a tap. Someone who
+    # joins without them (no camera, permission refused) gets no such pass: after the reload this page
+    # sends a synthetic picture and tone instead of capturing.
+    leaving.context.add_init_script(SYNTHETIC_MEDIA)
+    leaving.reload()
+    # Straight back into the call, no click on "Join".
+    wait_state(leaving, "in-call", timeout=30_000)
+    assert self_id(leaving) == before_id
+    for page in [*staying, leaving]:
+        wait_until_flowing_again(page)
+        assert tiles(page) == 3
+    assert len(stored.session_rows(serve.data_dir)) == rows_before
+    # Nobody clicked on the reloaded page and it captures no device, so the browser may refuse sound:
+    # then the picture plays muted and one tap on the offered button turns the sound on. Either way the
+    # person ends up hearing everyone without a dead end.
+    sound = leaving.locator("#sound")
+    playing_with_sound = "[...document.querySelectorAll('.tile[data-peer-id] video')].every(v => !v.muted && !v.paused)"
+    leaving.wait_for_function(f"!document.querySelector('#sound').hidden || ({playing_with_sound})")
+    if sound.is_visible():
+        ARTIFACTS.mkdir(exist_ok=True)
+        leaving.screenshot(path=str(ARTIFACTS / "rejoined-tap-for-sound.png"))
+        assert leaving.evaluate(
+            "[...document.querySelectorAll('.tile[data-peer-id] video')].some(v => v.muted || v.paused)")
+        sound.click()
+        expect(sound).to_be_hidden()
+    leaving.wait_for_function(playing_with_sound)
+    stats = peer_stats(leaving)
+    assert len(stats) == 2
+
+
+def test_leaving_forgets_the_token_so_a_reload_does_not_pull_you_back_in(
+    serve: ServeProcess, call: tuple[list[Page], Page]
+) -> None:
+    _, leaving = call
+    leaving.click("#leave")
+    wait_state(leaving, "left")
+    leaving.reload()
+    wait_state(leaving, "prejoin")
+    time.sleep(1.0)
+    assert leaving.evaluate("window.kijkmee.state") == "prejoin"
+    assert leaving.evaluate("Object.keys(sessionStorage).filter(k => k.startsWith('kijkmee.rejoin.'))") == []
