@@ -170,7 +170,8 @@ async def test_cli_probes_each_url_and_never_prints_credentials(
     report = json.loads(output)
     assert report["ok"] is True
     assert [r["url"] for r in report["results"]] == [f"turn:{host}:{port}?transport={t}" for t in ("udp", "tcp")]
-    assert all(r["verdict"] == OK_VERDICT and r["rtt_samples"] == SAMPLES for r in report["results"])
+    # Frames loop back until the samples are in or the time is up (a loaded machine gets fewer).
+    assert all(r["verdict"] == OK_VERDICT and 1 <= r["rtt_samples"] <= SAMPLES for r in report["results"])
     minted = [mint_turn_credentials(SECRET, "probe", now + delta, ttl=600) for delta in range(-1, 30)]
     assert SECRET.decode() not in output
     assert not any(password in output or username in output for username, password in minted)
