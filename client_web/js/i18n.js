@@ -269,7 +269,7 @@ export const dictionaries = {
     'verify.title': 'Verification code',
     'verify.pending': 'The code appears once you are connected.',
     'verify.explain':
-      'Compare this code with this person, for example by reading it aloud to each other. If you both see the same code, your call is encrypted between the two of you and nobody is in between. If the codes differ, someone may be listening in: hang up.',
+      'Read this code aloud to each other. The same code on both screens means the call is encrypted between the two of you with nobody in between. Different codes: someone may be listening in, so hang up.',
 
     'left.title': 'You left the call',
     'left.text': 'Your camera and microphone are off now.',
@@ -355,7 +355,7 @@ export const dictionaries = {
     'verify.title': 'Controlecode',
     'verify.pending': 'De code verschijnt zodra jullie verbonden zijn.',
     'verify.explain':
-      'Vergelijk deze code met deze persoon, bijvoorbeeld door hem aan elkaar voor te lezen. Zien jullie allebei dezelfde code, dan is jullie gesprek versleuteld tussen jullie tweeën en zit er niemand tussen. Verschillen de codes, dan luistert misschien iemand mee: hang dan op.',
+      'Lees deze code aan elkaar voor. Staat op beide schermen dezelfde code, dan is het gesprek versleuteld tussen jullie tweeën en zit er niemand tussen. Verschillen de codes, dan luistert misschien iemand mee: hang op.',
 
     'left.title': 'Je hebt het gesprek verlaten',
     'left.text': 'Je camera en microfoon staan nu uit.',

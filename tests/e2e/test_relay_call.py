@@ -130,6 +130,15 @@ def test_three_way_call_through_the_relay(relayed_serve: ServeProcess, browser: 
                 assert route["local"] == "relay", route
                 assert route["relayProtocol"] == transport, route
                 assert route["url"].startswith("turns:" if transport == "tls" else "turn:"), route
+            # And the page says so on each of the others' tiles, in words a person understands.
+            badges = page.locator(".tile[data-peer-id] .tile-route")
+            expect(badges).to_have_count(2)
+            for badge in badges.all():
+                expect(badge).to_have_attribute("data-route", "relay", timeout=10_000)
+                expect(badge).to_have_text("via relay, still encrypted")
+        pages[0].click("#lang")
+        dutch = pages[0].locator(".tile[data-peer-id] .tile-route").first
+        expect(dutch).to_have_text("via relay, nog steeds versleuteld")
         # The browsers reported the relayed route with their set-up time (telemetry, no addresses).
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
