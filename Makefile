@@ -6,7 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 NETNS := $(shell if [ "$$(id -u)" = 0 ]; then echo "unshare --net"; else echo "unshare -rn"; fi)
-DEBIAN_PACKAGES := chromium coturn testssl.sh libnss3-tools openssl iproute2 tcpdump
+DEBIAN_PACKAGES := chromium coturn testssl.sh libnss3-tools openssl iproute2 tcpdump redis-server socat
 PYTEST_ARGS ?=
 
 .PHONY: run test setup setup-test system-packages lint clean
@@ -74,3 +74,10 @@ bench-relay: $(VENV)/.installed
 .PHONY: bench-store
 bench-store: $(VENV)/.installed
 	$(BIN)/python -m bench.store.run $(BENCH_STORE_ARGS)
+
+# Signaling under load (bench/signaling_load/README.md): 10,000 participants held by one process, joins at
+# 500/s, join rate of one node and of two on Redis + PostgreSQL (127.0.0.1:6379 / :5432); ~10 min. Smoke run:
+#   make bench-signaling BENCH_SIGNALING_ARGS=--quick
+.PHONY: bench-signaling
+bench-signaling: $(VENV)/.installed client_web/node_modules/.package-lock.json
+	ulimit -n $$(ulimit -Hn) && $(BIN)/python bench/signaling_load/run.py $(BENCH_SIGNALING_ARGS)

@@ -172,7 +172,7 @@ def test_every_view_fits_reads_and_names_its_controls(
         wait_state(me, "left")
         audit(me, "left")
         me.goto(f"{serve.url}/r/{'A' * 22}")  # a link that does not exist (any more)
-        me.wait_for_function("window.kijkmee && window.kijkmee.state !== 'prejoin'")
+        me.wait_for_function("() => window.kijkmee && window.kijkmee.state !== 'prejoin'")
         audit(me, "expired link")
     finally:
         me.context.close()
