@@ -720,22 +720,7 @@ function joinIfReady(s) {
 }
 
 function leave() {
-  saveRejoinToken(null); // a goodbye: the seat is freed, nothing to take back
-  const s = socket;
-  socket = null;
-  wantJoin = false;
-  rejoining = false;
-  teardownMesh();
-  if (s) {
-    if (s.connected) s.timeout(LEAVE_TIMEOUT_MS).emit('leave', {}, () => s.disconnect());
-    else s.disconnect();
-  }
-  releaseMedia();
-  const selfTile = els.tiles.querySelector('.tile.self');
-  if (selfTile) selfTile.remove();
-  updateTileCount();
-  api.selfId = null;
-  clearMessage();
+  closeCall({goodbye: true});
   showView('left');
   setState('left');
   els.leftTitle.focus();
@@ -776,15 +761,22 @@ const COMMANDS = new Map([
   ['leave', () => (api.state === 'in-call' || api.state === 'joining') && leave()],
 ]);
 
-/** Stop the call here without a goodbye (the server refused us or ended it), devices off. */
-function closeCall() {
-  saveRejoinToken(null); // the seat is not ours (any more)
+/**
+ * Stop the call here, devices off, with nothing to take back afterwards (no rejoin token). With
+ * `goodbye` (the person leaves) the server hears it first, so the seat is free at once; without (the
+ * server refused us or ended the call) the seat is not ours any more and we just disconnect.
+ */
+function closeCall({goodbye = false} = {}) {
+  saveRejoinToken(null);
   const s = socket;
   socket = null;
   wantJoin = false;
   rejoining = false;
-  if (s) s.disconnect();
   teardownMesh();
+  if (s) {
+    if (goodbye && s.connected) s.timeout(LEAVE_TIMEOUT_MS).emit('leave', {}, () => s.disconnect());
+    else s.disconnect();
+  }
   releaseMedia();
   const selfTile = els.tiles.querySelector('.tile.self');
   if (selfTile) selfTile.remove();

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 
 import pytest
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, ViewportSize, sync_playwright
 
 from tests.conftest import IN_CI, in_private_netns
+from tests.e2e.ca import Pki, make_pki
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -92,6 +96,105 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
     server = start_serve(tmp_path_factory.mktemp("serve") / "data")
     yield server
     stop_serve(server)
+
+
+# ---------------------------------------------------------------------------------------- Chromium
+
+
+def launch_chromium(playwright: Playwright, *, pki: Pki | None = None, extra_args: Iterable[str] = (),
+                    drop_args: Iterable[str] = ()) -> Browser:
+    """Debian's Chromium with CHROMIUM_ARGS, less `drop_args`, plus `extra_args` (a module that needs
+    another fake-device set-up or no permission answers says only that).
+
+    With `pki`, HOME is the test HOME whose NSS database trusts the test CA: Chromium then accepts turns:
+    and https from the test servers with its own certificate checks, none of them switched off."""
+    dropped = set(drop_args)
+    args = [arg for arg in CHROMIUM_ARGS if arg not in dropped] + list(extra_args)
+    if pki is None:
+        return playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=args,
+                                      env={"HOME": str(pki.home), "PATH": "/usr/bin:/bin"})
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Playwright]:
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    """One Chromium per test module (starting one takes seconds); a module that needs another kind of
+    browser defines its own `browser` with launch_chromium()."""
+    chromium = launch_chromium(playwright)
+    yield chromium
+    chromium.close()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A test CA and a certificate for 127.0.0.1 (tests/e2e/ca.py), for a serve over trusted https."""
+    return trusted_pki(tmp_path_factory)
+
+
+def trusted_pki(tmp_path_factory: pytest.TempPathFactory, ips: tuple[str, ...] = ("127.0.0.1",)) -> Pki:
+    """The test CA with a server certificate for `ips`. Without certutil the trusted HOME can't be made:
+    skipped on a developer's machine, a failure in CI (where `make test` installs it)."""
+    if shutil.which("certutil") is None:
+        (pytest.fail if IN_CI else pytest.skip)("certutil (libnss3-tools) is not installed; make test installs it")
+    return make_pki(tmp_path_factory.mktemp("pki"), ips=ips)
+
+
+class People:
+    """Browser contexts, one per person (so each has its own cookies, storage and devices), all closed
+    after the test: by `close()` or at the end of a `with` block.
+
+    `ignore_https_errors` is for a serve with its own self-signed certificate; leave it off where the
+    browser trusts the test CA (launch_chromium(pki=...)), so that certificates really are checked.
+    `init_script` runs in every frame of every page opened here, before the page's own scripts."""
+
+    def __init__(self, browser: Browser, *, ignore_https_errors: bool = True, viewport: ViewportSize | None = None,
+                 init_script: str | None = None) -> None:
+        self.browser = browser
+        self.ignore_https_errors = ignore_https_errors
+        self.viewport: ViewportSize = viewport or {"width": 1280, "height": 720}
+        self.init_script = init_script
+        self.contexts: list[BrowserContext] = []
+
+    def open(self, url: str | None, locale: str = "en-GB", user_agent: str | None = None,
+             viewport: ViewportSize | None = None, init_script: str | None = None,
+             before: Callable[[Page], object] | None = None) -> Page:
+        """A new person's page; `before` runs on it before it loads `url` (routes, for one); no `url`: blank."""
+        context = self.browser.new_context(ignore_https_errors=self.ignore_https_errors, locale=locale,
+                                           user_agent=user_agent, viewport=viewport or self.viewport)
+        self.contexts.append(context)
+        for script in (self.init_script, init_script):
+            if script:
+                context.add_init_script(script)
+        page = context.new_page()
+        if before:
+            before(page)
+        if url:
+            page.goto(url)
+        return page
+
+    def close(self) -> None:
+        for context in self.contexts:
+            context.close()
+        self.contexts.clear()
+
+    def __enter__(self) -> People:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+@pytest.fixture
+def people(browser: Browser) -> Iterator[People]:
+    with People(browser) as crowd:
+        yield crowd
 
 
 # JavaScript run in a page: per peer, what its RTCPeerConnection has received and over which route.

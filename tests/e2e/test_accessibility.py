@@ -12,13 +12,12 @@ And the call's controls work from the keyboard alone, announcing their state thr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Page, ViewportSize, expect
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ServeProcess
+from tests.e2e.conftest import ServeProcess
 from tests.e2e.test_browser_call import join, wait_for_media_from, wait_state
 from tests.e2e.test_relay_call import make_link
 
@@ -120,14 +119,6 @@ async () => {
   };
 }
 """
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_page(browser: Browser, url: str, locale: str, viewport: ViewportSize) -> Page:

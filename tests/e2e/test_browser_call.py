@@ -4,51 +4,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Page, expect
 
 from tests import stored
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PEER_STATS_JS, ServeProcess
+from tests.e2e.conftest import ARTIFACTS, PEER_STATS_JS, People, ServeProcess
 
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
-
-
-class People:
-    """Browser contexts (one per person) that are closed after the test."""
-
-    def __init__(self, browser: Browser) -> None:
-        self.browser = browser
-        self.contexts: list[BrowserContext] = []
-
-    def open(self, url: str, locale: str = "en-GB", viewport: dict[str, int] | None = None) -> Page:
-        context = self.browser.new_context(ignore_https_errors=True, locale=locale,
-                                           viewport=viewport or {"width": 1280, "height": 720})
-        self.contexts.append(context)
-        page = context.new_page()
-        page.goto(url)
-        return page
-
-    def close(self) -> None:
-        for context in self.contexts:
-            context.close()
-
-
-@pytest.fixture
-def people(browser: Browser) -> Iterator[People]:
-    crowd = People(browser)
-    yield crowd
-    crowd.close()
 
 
 def start_call(page: Page, base_url: str) -> str:

@@ -34,14 +34,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from metadata_store.backup import LEDGER_FILE, read_backup
 from metadata_store.crypto import KeyStore, default_key_folder
 from metadata_store.schema import PERSONAL, TABLES, DataClass, Protection
 from metadata_store.store import DEFAULT_CONTROLLER
 from tests import stored
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, PEER_STATS_JS, ServeProcess, start_serve, stop_serve
+from tests.e2e.conftest import PEER_STATS_JS, ServeProcess, start_serve, stop_serve
 
 pytestmark = pytest.mark.netns
 
@@ -135,14 +135,6 @@ def files_under(folder: Path) -> Iterator[Path]:
 
 
 # --- the call ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import asyncpg
 import pytest
 import redis
-from playwright.sync_api import Browser, expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from tests.conftest import IN_CI, free_port
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ServeProcess, start_serve, stop_serve
-from tests.e2e.test_browser_call import People, assert_media_rising, join, start_call, wait_for_media_from, wait_state
+from tests.e2e.conftest import ARTIFACTS, People, ServeProcess, start_serve, stop_serve
+from tests.e2e.test_browser_call import assert_media_rising, join, start_call, wait_for_media_from, wait_state
 
 pytestmark = pytest.mark.netns
 
@@ -42,14 +42,6 @@ def _unavailable(reason: str) -> None:
     if IN_CI:
         pytest.fail(reason)
     pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

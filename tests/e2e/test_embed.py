@@ -26,14 +26,21 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Frame, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Frame, Page, Playwright, expect
 
 from kijkmee.config import ServeConfig
 from kijkmee.storage import open_store
 from metadata_store.service import DataHandling
-from tests.conftest import IN_CI
-from tests.e2e.ca import Pki, make_pki
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ServeProcess, start_serve, stop_serve
+from tests.e2e.ca import Pki
+from tests.e2e.conftest import (
+    ARTIFACTS,
+    People,
+    ServeProcess,
+    launch_chromium,
+    start_serve,
+    stop_serve,
+    trusted_pki,
+)
 from tests.e2e.test_accessibility import AUDIT_JS
 from tests.e2e.test_browser_call import join, wait_for_media_from, wait_state
 
@@ -197,9 +204,7 @@ async def _make_controller(data_dir: Path) -> str:
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("certutil") is None:
-        (pytest.fail if IN_CI else pytest.skip)("certutil (libnss3-tools) is not installed; make test installs it")
-    return make_pki(tmp_path_factory.mktemp("pki"), ips=("127.0.0.1", SHOP_IP, OTHER_IP))
+    return trusted_pki(tmp_path_factory, ips=("127.0.0.1", SHOP_IP, OTHER_IP))
 
 
 @pytest.fixture(scope="module")
@@ -225,38 +230,18 @@ def sites(pki: Pki, kijkmee: Kijkmee) -> Iterator[tuple[Site, Site]]:
 
 
 @pytest.fixture(scope="module")
-def browser(pki: Pki) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        # HOME holds the NSS database that trusts the test CA: every https origin here is trusted.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             env={"HOME": str(pki.home), "PATH": "/usr/bin:/bin"})
-        yield browser
-        browser.close()
-
-
-class People:
-    def __init__(self, browser: Browser) -> None:
-        self.browser = browser
-        self.contexts: list[BrowserContext] = []
-
-    def open(self, url: str, locale: str = "en-GB", viewport: dict[str, int] | None = None) -> Page:
-        context = self.browser.new_context(locale=locale, viewport=viewport or {"width": 1280, "height": 800})
-        context.add_init_script(COUNT_GET_USER_MEDIA)  # runs in every frame, the call's iframe too
-        self.contexts.append(context)
-        page = context.new_page()
-        page.goto(url)
-        return page
-
-    def close(self) -> None:
-        for context in self.contexts:
-            context.close()
+def browser(playwright: Playwright, pki: Pki) -> Iterator[Browser]:
+    chromium = launch_chromium(playwright, pki=pki)  # trusts the test CA: every https origin here is trusted
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture
 def people(browser: Browser) -> Iterator[People]:
-    crowd = People(browser)
-    yield crowd
-    crowd.close()
+    # No certificate errors ignored; the counter runs in every frame, the call's iframe too.
+    with People(browser, ignore_https_errors=False, viewport={"width": 1280, "height": 800},
+                init_script=COUNT_GET_USER_MEDIA) as crowd:
+        yield crowd
 
 
 # ------------------------------------------------------------------------------ helpers

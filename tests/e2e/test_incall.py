@@ -14,9 +14,9 @@ from typing import Any
 
 import aioice.ice
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect
 
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ServeProcess
+from tests.e2e.conftest import ARTIFACTS, ServeProcess, launch_chromium
 from tests.e2e.mitm import Mitm, fingerprint, verification_code
 from tests.e2e.test_browser_call import join, start_call, wait_state
 
@@ -120,18 +120,12 @@ SDP_VERSIONS_JS = """
 # Three fake cameras, for switching cameras during the call. Not the second: Chromium's fake_device_1
 # plays in a <video> but its frames never reach the encoder (seen in 156: 0 frames encoded after
 # replaceTrack, with or without our code), while fake_device_2 behaves like fake_device_0.
-ARGS = [
-    "--use-fake-device-for-media-stream=device-count=3" if arg == "--use-fake-device-for-media-stream" else arg
-    for arg in CHROMIUM_ARGS
-]
-
-
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        yield browser
-        browser.close()
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    chromium = launch_chromium(playwright, drop_args=["--use-fake-device-for-media-stream"],
+                               extra_args=["--use-fake-device-for-media-stream=device-count=3"])
+    yield chromium
+    chromium.close()
 
 
 def new_page(browser: Browser, contexts: list[BrowserContext], locale: str = "en-GB", init: str | None = None) -> Page:

@@ -6,32 +6,27 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect
 
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ServeProcess, start_serve, stop_serve
-from tests.e2e.test_browser_call import People, join, start_call, wait_state
+from tests.e2e.conftest import People, ServeProcess, launch_chromium, start_serve, stop_serve
+from tests.e2e.test_browser_call import join, start_call, wait_state
 
 pytestmark = pytest.mark.netns
 
-# The same browser, except that nobody answers the permission prompt: headless Chromium then denies.
-NO_PERMISSION_ARGS = [arg for arg in CHROMIUM_ARGS if arg != "--use-fake-ui-for-media-stream"]
-
-
 @pytest.fixture(scope="module")
-def browsers() -> Iterator[tuple[Browser, Browser]]:
-    with sync_playwright() as playwright:
-        allowing = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        denying = playwright.chromium.launch(executable_path=CHROMIUM, args=NO_PERMISSION_ARGS)
-        yield allowing, denying
-        allowing.close()
-        denying.close()
+def browsers(playwright: Playwright) -> Iterator[tuple[Browser, Browser]]:
+    allowing = launch_chromium(playwright)
+    # The same browser, except that nobody answers the permission prompt: headless Chromium then denies.
+    denying = launch_chromium(playwright, drop_args=["--use-fake-ui-for-media-stream"])
+    yield allowing, denying
+    allowing.close()
+    denying.close()
 
 
 @pytest.fixture
 def people(browsers: tuple[Browser, Browser]) -> Iterator[People]:
-    crowd = People(browsers[0])
-    yield crowd
-    crowd.close()
+    with People(browsers[0]) as crowd:
+        yield crowd
 
 
 def message(page: Page, code: str) -> str:

@@ -21,25 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Route, ViewportSize, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, Route, ViewportSize, expect
 
 from kijkmee.config import ServeConfig
 from kijkmee.storage import open_store
 from metadata_store.crypto import KeyStore, default_key_folder
 from metadata_store.service import DataHandling
-from tests.conftest import IN_CI
-from tests.e2e.ca import Pki, make_pki
-from tests.e2e.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, ServeProcess, start_serve, stop_serve
+from tests.e2e.ca import Pki
+from tests.e2e.conftest import ARTIFACTS, People, ServeProcess, launch_chromium, start_serve, stop_serve
 from tests.e2e.test_browser_call import join, wait_state
 
 pytestmark = pytest.mark.netns
 
 DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-# Two fake cameras (fake_device_0 and fake_device_1); the fake microphones are there already.
-ARGS = [
-    "--use-fake-device-for-media-stream=device-count=2" if arg == "--use-fake-device-for-media-stream" else arg
-    for arg in CHROMIUM_ARGS
-]
 CONTROLLER = "acme"
 # In every user agent below, so the test can prove the server never wrote one down.
 UA_MARKER = "kijkmee-ua-marker-7c1e"
@@ -70,13 +64,6 @@ class Served:
         return room
 
 
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("certutil") is None:
-        (pytest.fail if IN_CI else pytest.skip)("certutil (libnss3-tools) is not installed; make test installs it")
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
 async def _make_controller(data_dir: Path) -> str:
     """A controller with an API key, written to the data folder before the server starts."""
     config = ServeConfig(port=0, turn_port=0, turns_port=0, data_dir=data_dir).validate()
@@ -103,47 +90,19 @@ def served(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[Serve
 
 
 @pytest.fixture(scope="module")
-def browser(pki: Pki) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        # HOME holds the NSS database that trusts our test CA: Chromium then accepts turns: and https.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS,
-                                             env={"HOME": str(pki.home), "PATH": "/usr/bin:/bin"})
-        yield browser
-        browser.close()
-
-
-class Pages:
-    """One browser context per page, closed after the test."""
-
-    def __init__(self, browser: Browser) -> None:
-        self.browser = browser
-        self.contexts: list[BrowserContext] = []
-
-    def open(self, url: str | None, locale: str = "en-GB", user_agent: str | None = None,
-             viewport: ViewportSize | None = None, init_script: str | None = None,
-             before: Callable[[Page], object] | None = None) -> Page:
-        context = self.browser.new_context(locale=locale, user_agent=user_agent,
-                                           viewport=viewport or {"width": 1280, "height": 800})
-        self.contexts.append(context)
-        if init_script:
-            context.add_init_script(init_script)
-        page = context.new_page()
-        if before:
-            before(page)
-        if url:
-            page.goto(url)
-        return page
-
-    def close(self) -> None:
-        for context in self.contexts:
-            context.close()
+def browser(playwright: Playwright, pki: Pki) -> Iterator[Browser]:
+    # Two fake cameras (fake_device_0 and fake_device_1); the fake microphones are there already.
+    chromium = launch_chromium(playwright, pki=pki, drop_args=["--use-fake-device-for-media-stream"],
+                               extra_args=["--use-fake-device-for-media-stream=device-count=2"])
+    yield chromium
+    chromium.close()
 
 
 @pytest.fixture
-def pages(browser: Browser) -> Iterator[Pages]:
-    crowd = Pages(browser)
-    yield crowd
-    crowd.close()
+def pages(browser: Browser) -> Iterator[People]:
+    """One person a page; no certificate errors are ignored: the browser trusts the test CA."""
+    with People(browser, ignore_https_errors=False, viewport={"width": 1280, "height": 800}) as crowd:
+        yield crowd
 
 
 def preview_label(page: Page, kind: str = "video") -> str | None:
@@ -180,7 +139,7 @@ def option_labels(page: Page, select: str) -> list[str]:
 
 
 def test_camera_and_microphone_can_be_chosen_and_the_choice_is_kept_for_the_call_and_next_time(
-    served: Served, pages: Pages
+    served: Served, pages: People
 ) -> None:
     url = served.link()
     page = pages.open(url)
@@ -236,7 +195,7 @@ def test_camera_and_microphone_can_be_chosen_and_the_choice_is_kept_for_the_call
     expect(again.locator("#message")).to_be_hidden()
 
 
-def test_the_microphone_level_moves_and_stops_when_the_call_starts(served: Served, pages: Pages) -> None:
+def test_the_microphone_level_moves_and_stops_when_the_call_starts(served: Served, pages: People) -> None:
     page = pages.open(served.link())
     meter = page.locator("#level")
     expect(meter).to_be_visible()
@@ -287,7 +246,7 @@ IN_APP = [
 
 @pytest.mark.parametrize(("app", "user_agent", "steps_en", "steps_nl"), IN_APP, ids=[a[0] for a in IN_APP])
 def test_in_app_browsers_are_told_how_to_open_the_call_in_a_real_browser(
-    served: Served, pages: Pages, app: str, user_agent: str, steps_en: str, steps_nl: str
+    served: Served, pages: People, app: str, user_agent: str, steps_en: str, steps_nl: str
 ) -> None:
     url = served.link()
     page = pages.open(url, user_agent=user_agent, viewport={"width": 390, "height": 844})
@@ -326,14 +285,14 @@ def test_in_app_browsers_are_told_how_to_open_the_call_in_a_real_browser(
     ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) "
      "Version/17.1 Mobile/15E148 Safari/604.1"),
 ], ids=["chromium", "android-chrome", "iphone-safari"])
-def test_ordinary_browsers_get_no_such_advice(served: Served, pages: Pages, user_agent: str | None) -> None:
+def test_ordinary_browsers_get_no_such_advice(served: Served, pages: People, user_agent: str | None) -> None:
     page = pages.open(served.link(), user_agent=user_agent, locale="nl-NL")
     expect(page.locator("#devices")).to_be_visible()  # the pre-join check is up and running
     expect(page.locator("#join")).to_be_enabled()
     expect(page.locator("#inapp")).to_be_hidden()
 
 
-def test_the_pure_decisions_behind_the_check(served: Served, pages: Pages) -> None:
+def test_the_pure_decisions_behind_the_check(served: Served, pages: People) -> None:
     """precheck.js on its own, in the browser that runs it: user agents, relay URLs, verdicts, form."""
     page = pages.open(served.server.url + "/")
     found = page.evaluate("""async (uas) => {
@@ -387,7 +346,7 @@ def results(page: Page) -> dict[str, str]:
     return found
 
 
-def test_the_network_check_finds_all_three_ways_to_the_relay(served: Served, pages: Pages) -> None:
+def test_the_network_check_finds_all_three_ways_to_the_relay(served: Served, pages: People) -> None:
     url = served.link()
     page = pages.open(url)
     expect(page.locator("#netcheck")).to_be_visible()
@@ -434,7 +393,7 @@ def point_at(served: Served, port: int, transports: set[str]) -> Callable[[Route
     return handle
 
 
-def test_a_network_that_blocks_some_or_all_ways_gets_a_plain_verdict(served: Served, pages: Pages) -> None:
+def test_a_network_that_blocks_some_or_all_ways_gets_a_plain_verdict(served: Served, pages: People) -> None:
     port = closed_port()
     page = pages.open(None, before=lambda p: p.route("**/check", point_at(served, port, {"udp"})))
     page.goto(served.link())
@@ -473,7 +432,7 @@ def stored_sessions(data_dir: Path, room: str) -> list[tuple[str | None, str | N
     return [(plain("name", name), plain("phone", phone)) for name, phone in rows]
 
 
-def test_a_room_that_asks_for_a_phone_number_gets_one_and_it_is_stored(served: Served, pages: Pages) -> None:
+def test_a_room_that_asks_for_a_phone_number_gets_one_and_it_is_stored(served: Served, pages: People) -> None:
     room = served.api_room(ask="phone")
     page = pages.open(room["url"])
     expect(page.locator("#phone")).to_be_visible()
@@ -503,7 +462,7 @@ def test_a_room_that_asks_for_a_phone_number_gets_one_and_it_is_stored(served: S
 
 
 @pytest.mark.parametrize(("ask", "fields"), [("name+phone", (True, True)), ("none", (False, False))])
-def test_the_form_shows_what_the_room_asks_for(served: Served, pages: Pages, ask: str,
+def test_the_form_shows_what_the_room_asks_for(served: Served, pages: People, ask: str,
                                                fields: tuple[bool, bool]) -> None:
     room = served.api_room(ask=ask)
     page = pages.open(room["url"], locale="nl-NL")
@@ -531,7 +490,7 @@ def test_the_form_shows_what_the_room_asks_for(served: Served, pages: Pages, ask
 # ------------------------------------------------------------------------------ device errors
 
 
-def test_overconstrained_has_its_own_words_in_english_and_dutch(served: Served, pages: Pages) -> None:
+def test_overconstrained_has_its_own_words_in_english_and_dutch(served: Served, pages: People) -> None:
     failing = ("navigator.mediaDevices.getUserMedia = () => "
                "Promise.reject(new DOMException('test', 'OverconstrainedError'));")
     page = pages.open(served.link(), init_script=failing)
@@ -542,7 +501,7 @@ def test_overconstrained_has_its_own_words_in_english_and_dutch(served: Served, 
     expect(box).to_contain_text("kon niet starten met de instellingen die deze pagina vraagt")
 
 
-def test_a_remembered_camera_that_is_gone_falls_back_to_one_that_works(served: Served, pages: Pages) -> None:
+def test_a_remembered_camera_that_is_gone_falls_back_to_one_that_works(served: Served, pages: People) -> None:
     # A camera chosen on an earlier visit that isn't there any more: the browser refuses the exact
     # device (OverconstrainedError), and the page asks once more without it.
     remembered = "localStorage.setItem('kijkmee.devices', JSON.stringify({video: 'a-camera-that-is-gone'}));"
@@ -557,7 +516,7 @@ def test_a_remembered_camera_that_is_gone_falls_back_to_one_that_works(served: S
 
 @pytest.mark.parametrize(("name", "viewport"), [("desktop", {"width": 1280, "height": 800}),
                                                  ("phone", {"width": 360, "height": 780})])
-def test_screenshots_of_the_pre_join_check(served: Served, pages: Pages, name: str, viewport: ViewportSize) -> None:
+def test_screenshots_of_the_pre_join_check(served: Served, pages: People, name: str, viewport: ViewportSize) -> None:
     room = served.api_room(ask="name+phone")
     page = pages.open(room["url"], viewport=viewport)
     assert verdict(page) == "good"

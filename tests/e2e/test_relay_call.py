@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect
 
 from tests import stored
 from tests.conftest import IN_CI
-from tests.e2e.ca import Pki, make_pki
-from tests.e2e.conftest import CHROMIUM, CHROMIUM_ARGS, ServeProcess, start_serve, stop_serve
+from tests.e2e.ca import Pki
+from tests.e2e.conftest import ServeProcess, launch_chromium, start_serve, stop_serve
 from tests.e2e.test_browser_call import assert_media_rising, join, wait_for_media_from, wait_state
 
 pytestmark = pytest.mark.netns
@@ -40,13 +40,6 @@ ONE_TRANSPORT = """
 
 
 @pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    if shutil.which("certutil") is None:
-        (pytest.fail if IN_CI else pytest.skip)("certutil (libnss3-tools) is not installed; make test installs it")
-    return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture(scope="module")
 def relayed_serve(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[ServeProcess]:
     server = start_serve(
         tmp_path_factory.mktemp("relayed") / "data", "--ice-transport-policy", "relay",
@@ -57,13 +50,10 @@ def relayed_serve(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterato
 
 
 @pytest.fixture(scope="module")
-def browser(pki: Pki) -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        # HOME holds the NSS database that trusts our test CA: Chromium then accepts turns: and https.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS,
-                                             env={"HOME": str(pki.home), "PATH": "/usr/bin:/bin"})
-        yield browser
-        browser.close()
+def browser(playwright: Playwright, pki: Pki) -> Iterator[Browser]:
+    chromium = launch_chromium(playwright, pki=pki)  # trusts the test CA: turns: and https are checked
+    yield chromium
+    chromium.close()
 
 
 def make_link(server: ServeProcess) -> str:
