@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, expect
 
 from tests import stored
 from tests.conftest import IN_CI
@@ -141,17 +141,10 @@ def bridge(serve: ServeProcess, away_netns: str, tmp_path_factory: pytest.TempPa
 
 
 @pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    with sync_playwright() as p:
-        yield p
-
-
-@pytest.fixture(scope="module")
-def here(playwright: Playwright) -> Iterator[Browser]:
-    """The browser of the two people whose network stays up (in the test's own namespace)."""
-    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
+def here(browser: Browser) -> Browser:
+    """The browser of the two people whose network stays up (the module's browser, in the test's own
+    namespace)."""
+    return browser
 
 
 @pytest.fixture(scope="module")
