@@ -393,15 +393,21 @@ class SignalingService:
         can join again): everyone in the call hears `room-ended`, on whichever node, and every seat is
         freed now, held ones too, instead of when the last person leaves. Returns the seats freed."""
         members = await self.rooms.members(room_id)
+        ids = {member.id for member in members}
+        here = {c.peer_id: c for c in self._connections.values() if c.peer_id in ids}
+        for local in here.values():
+            # Nothing to take back, and before anyone hears `room-ended`: a page that closes its
+            # connection on hearing it must not have its seat held for the grace period meanwhile.
+            local.rejoin_token = None
         for member in members:
             await self._emit_to_peer(member.id, "room-ended", {})
-        here = {c.peer_id: c for c in self._connections.values() if c.peer_id is not None}
         for member in members:
             connection = here.get(member.id)
-            if connection is not None:
-                connection.rejoin_token = None  # nothing to take back
+            if connection is not None and connection.peer_id is not None:
                 await self._depart(connection)
                 continue
+            if connection is not None:
+                continue  # it closed meanwhile and its seat went with it
             freed = await self.rooms.leave(member.id, None)  # held, or connected through another node
             if freed is not None:
                 await self._after_free(freed)

@@ -348,7 +348,7 @@ def test_switching_the_camera_mid_call(call: Call) -> None:
     page.click("#call-devices")
     select = page.locator("#call-camera-select")
     expect(select).to_be_visible()
-    assert select.locator("option").all_inner_texts() == ["fake_device_0", "fake_device_1", "fake_device_2"]
+    expect(select.locator("option")).to_have_text(["fake_device_0", "fake_device_1", "fake_device_2"])
     expect(select).to_have_value(old["deviceId"])
     select.select_option(label="fake_device_2")
     new = until(lambda: [t for t in anna.local()["video"] if t["label"] == "fake_device_2" and t["state"] == "live"],
