@@ -9,7 +9,7 @@ tls="$here/tls"
 secrets="$here/secrets"
 umask 077
 rm -rf "$tls" "$secrets"
-mkdir -p "$tls" "$secrets/redis"
+mkdir -p "$tls" "$secrets/redis" "$secrets/postgres"
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 90 -subj "/CN=kijkmee trial CA" \
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
@@ -39,6 +39,7 @@ cert redis node redis.kijkmee.internal "DNS:redis.kijkmee.internal"
 cert proxy public localhost "DNS:localhost,DNS:call.example.nl,IP:127.0.0.1"
 
 openssl rand -base64 32 > "$secrets/turn-secret"
+openssl rand -hex 32 > "$secrets/postgres/password"     # PostgreSQL's superuser, unused (see pg_hba.conf)
 redis_password=$(openssl rand -hex 24)
 printf 'user default off\nuser kijkmee on >%s ~kijkmee:* &kijkmee:* +@all -@dangerous\n' "$redis_password" \
     > "$secrets/redis/users.acl"

@@ -277,7 +277,9 @@ TURNSERVER = shutil.which("turnserver")
 @pytest.mark.skipif(TURNSERVER is None and not IN_CI, reason="coturn is not installed (make test installs it)")
 async def test_nodes_without_a_health_url_are_probed_with_stun_coturn_included(
     relays: Callable[..., Awaitable[list[RelayProcess]]], secret_file: Path, tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="kijkmee.fleet")
     (ours,) = await relays("ours-no-health")
     port = free_port()
     coturn = await asyncio.create_subprocess_exec(
@@ -305,6 +307,8 @@ async def test_nodes_without_a_health_url_are_probed_with_stun_coturn_included(
             # Nobody answers: every node that is not draining is handed out, for ICE to try them all.
             (ack,) = await join_rooms(server.url, 1)
             assert set(ack["iceServers"][0]["urls"]) == {*ours.urls, *coturn_urls}
+            fallback = [r for r in caplog.records if r.getMessage().startswith("no relay node is healthy")]
+            assert len(fallback) == 1 and getattr(fallback[0], "nodes", None) == ["ours-no-health", "coturn"]
     finally:
         if coturn.returncode is None:
             coturn.kill()
