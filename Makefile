@@ -22,7 +22,7 @@ setup-test: $(VENV)/.installed-test client_web/node_modules/.package-lock.json s
 $(VENV)/.installed: pyproject.toml turn_relay/_fastpath.c
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e .
+	$(BIN)/python -m pip install --quiet -e '.[fast]'
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed

@@ -43,7 +43,9 @@ def _add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
         text = helps.get(name, "")
         if kind is bool:
             parser.add_argument(flag, dest=name, action="store_const", const="true", default=argparse.SUPPRESS,
-                                help=f"{text} (default: off)")
+                                help=f"{text} (default: {'on' if default else 'off'}; --no-{flag[2:]}: off)")
+            parser.add_argument(f"--no-{flag[2:]}", dest=name, action="store_const", const="false",
+                                default=argparse.SUPPRESS, help=argparse.SUPPRESS)
             continue
         if typing.get_origin(kind) is tuple:
             parser.add_argument(flag, dest=name, action="append", metavar="VALUE", default=argparse.SUPPRESS,
@@ -87,10 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def relay_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop's event loop when it is installed (``pip install 'kijkmee[fast]'``), else None (asyncio's own).
-    It trims the loop's share of each wake-up: 5-10 % less CPU per relayed packet at light and medium load
-    (bench/relay_vs_coturn)."""
+def fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop when it is installed (``pip install 'kijkmee[fast]'``, which `make run` and the
+    container do), else None (asyncio's own). It trims the loop's share of each wake-up: 5-10 % less CPU per
+    relayed packet at light and medium load (bench/relay_vs_coturn), and about a quarter less server CPU per
+    signaling join (bench/signaling_load)."""
     try:
         uvloop = importlib.import_module("uvloop")
     except ImportError:
@@ -125,11 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(config.log_level)
     try:
-        if command == "serve":
-            asyncio.run(serve_forever(config))
-        else:
-            with asyncio.Runner(loop_factory=relay_loop_factory()) as runner:
-                runner.run(run_relay(config))
+        with asyncio.Runner(loop_factory=fast_loop_factory()) as runner:
+            runner.run(serve_forever(config) if command == "serve" else run_relay(config))
     except ConfigError as exc:
         print(f"kijkmee: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ import errno
 import socket
 import ssl
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -101,8 +102,9 @@ class StreamClient(asyncio.Protocol):
         self.five_tuple: FiveTuple | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)  # asyncio's contract, not input
-        self.transport = transport
+        # A stream transport by asyncio's contract, but not always of asyncio's class: uvloop's TLS
+        # transport is not an asyncio.Transport subclass (an isinstance check refused every TLS client).
+        self.transport = typing.cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.five_tuple = FiveTuple(self.kind, _address(peer), self.server_address)
         self.node.streams[self.five_tuple] = transport

@@ -81,6 +81,19 @@ def test_cli_help_lists_every_option(capsys: pytest.CaptureFixture[str]) -> None
         assert flag in text
 
 
+def test_cli_switches_turn_on_and_off_and_say_their_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from kijkmee.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["serve", "--no-embedded-relay"]).embedded_relay == "false"
+    assert parser.parse_args(["serve", "--embedded-relay"]).embedded_relay == "true"
+    assert load_config(ServeConfig, flags={"embedded_relay": "false"}).embedded_relay is False
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "Run a TURN relay inside this process (off: only turn_servers are handed out). (default: on;" in text
+
+
 def test_tls_policy_context(tmp_path: Path) -> None:
     cert, key, _created = ensure_dev_certificate(tmp_path, dt.datetime.now(dt.UTC))
     context = TlsPolicy().server_context(cert, key)
