@@ -104,10 +104,11 @@ class StreamClient(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream transport by asyncio's contract, but not always of asyncio's class: uvloop's TLS
         # transport is not an asyncio.Transport subclass (an isinstance check refused every TLS client).
-        self.transport = typing.cast(asyncio.Transport, transport)
-        peer = transport.get_extra_info("peername")
+        stream = typing.cast(asyncio.Transport, transport)
+        self.transport = stream
+        peer = stream.get_extra_info("peername")
         self.five_tuple = FiveTuple(self.kind, _address(peer), self.server_address)
-        self.node.streams[self.five_tuple] = transport
+        self.node.streams[self.five_tuple] = stream
         self.node.counters.stream_connections += 1
 
     def data_received(self, data: bytes) -> None:
