@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import hashlib
+import html
+import json
 import logging
 import re
 import secrets
@@ -12,9 +15,11 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
+from metadata_store.store import RoomRecord
 from metadata_store.subprocessors import subprocessors_html, subprocessors_json
 from signaling import keys
 from signaling.ratelimit import AddressLimiter
@@ -211,22 +216,58 @@ def content_security_policy(frame_ancestors: tuple[str, ...] = ()) -> str:
     return CONTENT_SECURITY_POLICY.replace("frame-ancestors 'none'", "frame-ancestors " + " ".join(frame_ancestors))
 
 
+ROOM_STATUS_META = b'<meta name="kijkmee-room" content="">'
+"""The placeholder in room.html that the page handler fills with the room's status (see _room_page)."""
+
+
+def room_status_document(room: RoomRecord | None, now: dt.datetime) -> dict[str, Any]:
+    """What the call page needs before anyone joins (GET /r/<room>/status, and inside the page itself):
+    can the link still be used, and what does the join form ask for. `room` is the store's room or None.
+    An unknown and an expired link answer the same, so the answer tells nothing about links one does
+    not have."""
+    if room is None or room.expires_at <= now:
+        return {"state": "expired"}
+    options = room.options
+    # embedOrigins: the sites that may frame this call (the page's own CSP names them too); the call
+    # page talks to an embedding site only when it is among them (client_web/js/embed-bridge.js).
+    return {"state": "open", "ask": options.ask, "capacity": options.capacity, "relayOnly": options.relay_only,
+            "embedOrigins": list(options.embed_origins)}
+
+
 def _room_page(files: ClientFiles) -> Handler:
     async def serve(request: web.Request) -> web.StreamResponse:
         room_id = request.match_info["room"]
         if ROOM_ID_RE.fullmatch(room_id) is None:
             raise web.HTTPNotFound(text="This is not a valid call link.")
         origins: tuple[str, ...] = ()
+        status: dict[str, Any] | None = None
         try:
             room = await request.app[keys.STORE].get_room(room_id)
+            status = room_status_document(room, request.app[keys.SETTINGS].clock())
             if room is not None:
                 origins = room.options.embed_origins
-        except Exception as exc:  # the page still works; it just cannot be framed
+        except Exception as exc:  # the page still works (it asks GET /r/<room>/status); it can't be framed
             log.warning("room lookup for the page failed", extra={"error": type(exc).__name__})
-        response = files.respond(request, Path("room.html"), PAGE_CACHE)
-        # Only the origins the controller named may show this call in an iframe; nobody else may.
-        response.headers["Content-Security-Policy"] = content_security_policy(origins)
-        return response
+        cached = files.get(files.root / "room.html")
+        if cached is None:
+            raise web.HTTPNotFound()
+        body = cached.body
+        if status is not None:
+            # The room's status travels with the page: the camera can start the moment the page's first
+            # script runs, without a request of its own first (client_web/js/early.js).
+            meta = f'<meta name="kijkmee-room" content="{html.escape(json.dumps(status), quote=True)}">'
+            body = body.replace(ROOM_STATUS_META, meta.encode(), 1)
+        headers = {
+            "Cache-Control": PAGE_CACHE,
+            "Content-Type": cached.content_type,
+            # Only the origins the controller named may show this call in an iframe; nobody else may.
+            "Content-Security-Policy": content_security_policy(origins),
+            "Vary": "Accept-Encoding",
+        }
+        if _accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            headers["Content-Encoding"] = "gzip"
+            body = gzip.compress(body, compresslevel=6, mtime=0)
+        return web.Response(body=body, headers=headers)
 
     return serve
 
@@ -243,24 +284,15 @@ def _static(files: ClientFiles) -> Handler:
 
 
 async def room_status(request: web.Request) -> web.Response:
-    """What the call page needs before anyone joins: can the link still be used, and what does the join
-    form ask for. Only someone who has the link (the room id is 128 random bits) can ask; an unknown and
-    an expired link answer the same, so the answer tells nothing about links one does not have."""
+    """GET /r/<room>/status (room_status_document). The call page carries the same answer inside it;
+    this is for a page whose own lookup failed, and for whoever has the link only (the room id is 128
+    random bits)."""
     room_id = request.match_info["room"]
     headers = {"Cache-Control": "no-store"}
     if ROOM_ID_RE.fullmatch(room_id) is None:
         return web.json_response({"state": "expired"}, headers=headers)
     room = await request.app[keys.STORE].get_room(room_id)
-    if room is None or room.expires_at <= request.app[keys.SETTINGS].clock():
-        return web.json_response({"state": "expired"}, headers=headers)
-    options = room.options
-    # embedOrigins: the sites that may frame this call (the page's own CSP names them too); the call
-    # page talks to an embedding site only when it is among them (client_web/js/embed-bridge.js).
-    return web.json_response(
-        {"state": "open", "ask": options.ask, "capacity": options.capacity, "relayOnly": options.relay_only,
-         "embedOrigins": list(options.embed_origins)},
-        headers=headers,
-    )
+    return web.json_response(room_status_document(room, request.app[keys.SETTINGS].clock()), headers=headers)
 
 
 # The pre-join connectivity check hands out relay credentials without a join: a handful per address

@@ -19,6 +19,11 @@ export const VIDEO_STALL_MS = 1500;
 export const SPEAKING_LEVEL = 0.025;
 /** The speaking ring stays this long after the last loud moment, so it doesn't flicker between words. */
 export const SPEAKING_HOLD_MS = 800;
+/**
+ * Our own speaking ring starts listening this long after the call starts: starting an AudioContext
+ * (an audio device stream) while the call's connections come up slows them down on a busy device.
+ */
+export const LOCAL_SPEAKING_START_MS = 1000;
 
 /**
  * Thresholds of classifyQuality(). Round-trip time of the selected candidate pair (ms), the fraction
@@ -349,6 +354,8 @@ export class LocalSpeaking {
   #buffer = null;
   #track = null;
   #timer = null;
+  #startTimer = null;
+  #ready = false; // LOCAL_SPEAKING_START_MS have passed since the first track
   #lastLoudAt = -Infinity;
   #speaking = false;
   #onChange;
@@ -363,6 +370,21 @@ export class LocalSpeaking {
     this.#disconnect();
     this.#track = track;
     if (!track) return this.#set(false);
+    if (!this.#ready) {
+      // The first time: a moment later, so the AudioContext's start doesn't compete with the call's.
+      this.#startTimer ??= setTimeout(() => {
+        this.#startTimer = null;
+        this.#ready = true;
+        this.#listen();
+      }, LOCAL_SPEAKING_START_MS);
+      return;
+    }
+    this.#listen();
+  }
+
+  #listen() {
+    const track = this.#track;
+    if (!track) return;
     const AudioContextImpl = globalThis.AudioContext || globalThis.webkitAudioContext;
     if (!AudioContextImpl) return;
     try {
@@ -421,6 +443,9 @@ export class LocalSpeaking {
     this.#track = null;
     clearInterval(this.#timer);
     this.#timer = null;
+    clearTimeout(this.#startTimer);
+    this.#startTimer = null;
+    this.#ready = false;
     this.#lastLoudAt = -Infinity;
     this.#set(false);
     this.#context?.close().catch(() => {});

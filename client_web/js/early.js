@@ -2,7 +2,8 @@
 // as soon as it and media.js are here, without waiting for the page's other modules or the end of the
 // document. Camera and microphone start at once (they take a while), and the Socket.IO connection
 // opens as soon as the library is here, so that "Join" finds it ready. room.js imports this same
-// module instance (same URL) and picks both up. Nothing is sent until the person joins. No DOM code.
+// module instance (same URL) and picks both up. Nothing is sent until the person joins. The only DOM
+// it reads is the room's status in the page's <meta name="kijkmee-room">.
 
 import { getLocalMedia, loadDeviceChoice } from './media.js';
 
@@ -25,21 +26,41 @@ export function parseRoomId(pathname) {
 export const roomId = parseRoomId(globalThis.location?.pathname ?? '');
 
 /**
- * GET /r/<room>/status ({state, ask, …} or null when it can't be had), already under way: the join
- * form shows the fields the room asks for before the person starts typing.
+ * The room's status as the server wrote it into the page (`<meta name="kijkmee-room">`, the answer
+ * GET /r/<room>/status would give), or undefined when it isn't there (the server's lookup failed) or
+ * can't be read. The meta element comes before this script in the page, so it is always parsed by now.
+ */
+function statusInPage() {
+  const text = globalThis.document?.querySelector('meta[name="kijkmee-room"]')?.getAttribute('content');
+  if (!text) return undefined;
+  try {
+    const status = JSON.parse(text);
+    return status && typeof status === 'object' ? status : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The room's status ({state, ask, …} or null when it can't be had): from the page itself, else from
+ * GET /r/<room>/status. The join form shows the fields the room asks for before the person types.
  */
 export const roomStatus = roomId
-  ? fetch(`/r/${encodeURIComponent(roomId)}/status`, { cache: 'no-store', credentials: 'same-origin' })
-      .then((response) => (response.ok ? response.json() : null))
-      .catch(() => null)
+  ? (() => {
+      const inPage = statusInPage();
+      if (inPage !== undefined) return Promise.resolve(inPage);
+      return fetch(`/r/${encodeURIComponent(roomId)}/status`, { cache: 'no-store', credentials: 'same-origin' })
+        .then((response) => (response.ok ? response.json() : null))
+        .catch(() => null);
+    })()
   : null;
 
 /**
  * The page's first getUserMedia ({stream, error}, see media.js), already under way, with the camera
  * and microphone chosen on an earlier visit; null on a broken link, where we don't even ask for the
- * camera. It starts once the status says the link still works (one small request; the Socket.IO
- * connection opens meanwhile): on an expired link the camera is never asked for and this resolves to
- * {stream: null, error: null}. A status that can't be had doesn't hold the camera back.
+ * camera. It starts once the status says the link still works (at once when the page carries it): on an
+ * expired link the camera is never asked for and this resolves to {stream: null, error: null}. A
+ * status that can't be had doesn't hold the camera back.
  */
 export const firstMedia = roomId
   ? roomStatus.then((status) =>

@@ -22,6 +22,8 @@ import {
 /** How long the network check waits for a relay candidate per transport (all three run at once). */
 export const CHECK_TIMEOUT_MS = 5000;
 const METER_INTERVAL_MS = 60;
+/** How long the pre-join screen is up before the network check starts. */
+export const CHECK_DELAY_MS = 1200;
 // Device problems a successful switch has solved: their message goes once both devices work.
 const DEVICE_CODES = ['no-device', 'device-in-use', 'overconstrained'];
 
@@ -260,13 +262,25 @@ export function initPrejoin({ roomId, status, getStream, setStream, showMessage,
   let switching = false;
 
   const inView = () => !section.hidden;
+  // The meter and the network check run while the person is looking at the pre-join screen, not once
+  // they have clicked "Join": then the CPU and the network are the call's.
+  const lingering = () => inView() && document.body.dataset.state !== 'joining';
   const editable = () => inView() && ['prejoin', 'error', 'full'].includes(document.body.dataset.state);
 
   // ---- devices
 
+  // Listed while the person can choose; after "Join" the list waits (devicesStale) until the pre-join
+  // screen is back, so the call's set-up doesn't share the CPU with it.
+  let devicesStale = false;
+
   async function fillDevices() {
     const mediaDevices = globalThis.navigator?.mediaDevices;
     if (!mediaDevices?.enumerateDevices) return;
+    if (!lingering()) {
+      devicesStale = true;
+      return;
+    }
+    devicesStale = false;
     let list = [];
     try {
       list = await mediaDevices.enumerateDevices();
@@ -333,7 +347,7 @@ export function initPrejoin({ roomId, status, getStream, setStream, showMessage,
       }
       if (!error) saveDeviceChoice(kind, deviceId);
       setStream(target);
-      if (kind === 'audio' && inView()) meter.start(track);
+      if (kind === 'audio' && lingering()) meter.start(track);
     } else if (old && kind === 'video') {
       const target = getStream();
       target?.removeTrack(old);
@@ -354,9 +368,10 @@ export function initPrejoin({ roomId, status, getStream, setStream, showMessage,
   // ---- the view: meter and check run only while the pre-join view is up
 
   function viewChanged() {
-    if (inView()) {
+    if (lingering()) {
       const track = firstTrack(getStream(), 'audio');
       if (track && !meter.context) meter.start(track);
+      if (devicesStale) fillDevices();
     } else {
       meter.stop();
       check.abort();
@@ -394,17 +409,19 @@ export function initPrejoin({ roomId, status, getStream, setStream, showMessage,
     else phone.removeAttribute('aria-invalid');
   }
 
-  // ---- the network check starts at once (it never holds up "Join")
+  // ---- the network check: once the person has looked at the pre-join screen for a moment. Someone
+  // who clicks "Join" at once never waits for it, and its three test connections don't compete with
+  // the call's own set-up for the CPU.
 
   Promise.resolve(status).then((answer) => {
     if (answer?.state === 'expired') return;
-    if (inView()) check.run();
+    setTimeout(() => lingering() && check.run(), CHECK_DELAY_MS);
   });
 
   return {
     /** A (new) stream from the device check: list the devices, start the meter. */
     useStream(stream) {
-      if (inView()) meter.start(firstTrack(stream, 'audio'));
+      if (lingering()) meter.start(firstTrack(stream, 'audio'));
       fillDevices();
     },
     /** False (and the mistake shown, the field focused) when the form can't be sent as it is. */

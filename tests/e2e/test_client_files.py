@@ -65,6 +65,37 @@ async def test_pages_are_never_stored(serve: ServeProcess) -> None:
                 assert response.headers["Cache-Control"] == "no-store"
 
 
+async def test_the_call_page_carries_its_rooms_status(serve: ServeProcess) -> None:
+    """The page holds what GET /r/<room>/status answers (so the camera can start without asking first),
+    in a <meta> the HTML-escaping keeps intact, gzipped for a browser that asks; an unknown link's page
+    says "expired", exactly like its status request."""
+    import html
+    import json
+    import re
+
+    from tests.integration.sio_helpers import create_room
+
+    room = await create_room(serve.url)
+
+    def status_in(page: str) -> object:
+        found = re.search(r'<meta name="kijkmee-room" content="([^"]*)">', page)
+        assert found is not None
+        return json.loads(html.unescape(found.group(1)))
+
+    async with aiohttp.ClientSession() as http:
+        for room_id in (room, "A" * 22):
+            async with http.get(f"{serve.url}/r/{room_id}", ssl=False,
+                                headers={"Accept-Encoding": "gzip"}) as response:
+                assert response.status == 200 and response.headers["Content-Encoding"] == "gzip"
+                page = await response.text()
+            async with http.get(f"{serve.url}/r/{room_id}/status", ssl=False) as response:
+                assert status_in(page) == await response.json()
+        assert status_in(page) == {"state": "expired"}
+    async with aiohttp.ClientSession() as http, http.get(f"{serve.url}/r/{room}", ssl=False) as response:
+        state = status_in(await response.text())
+        assert isinstance(state, dict) and state["state"] == "open" and state["ask"] == "name"
+
+
 @pytest.mark.parametrize(
     "path",
     [
