@@ -437,11 +437,18 @@ export function applyTranslations(root = document) {
   const nodes = [];
   if (root.nodeType === 1) nodes.push(root);
   nodes.push(...root.querySelectorAll('[data-i18n], [data-i18n-aria-label], [data-i18n-title], [data-i18n-placeholder]'));
+  // Only what differs is written: the page's HTML is in English already, and rewriting every text
+  // would make the browser restyle and lay out the whole page again while the call is starting.
   for (const el of nodes) {
     const vars = el.dataset.i18nName !== undefined ? { name: el.dataset.i18nName } : {};
-    if (el.dataset.i18n) el.textContent = t(el.dataset.i18n, vars);
+    if (el.dataset.i18n) {
+      const text = t(el.dataset.i18n, vars);
+      if (el.textContent !== text) el.textContent = text;
+    }
     for (const [prop, attr] of ATTRIBUTES) {
-      if (el.dataset[prop]) el.setAttribute(attr, t(el.dataset[prop], vars));
+      if (!el.dataset[prop]) continue;
+      const value = t(el.dataset[prop], vars);
+      if (el.getAttribute(attr) !== value) el.setAttribute(attr, value);
     }
   }
 }

@@ -7,7 +7,6 @@
 
 import { io } from '/vendor/socket.io.esm.min.js';
 import { SOCKET_OPTIONS, firstMedia, roomId as pageRoomId, roomStatus, takeFirstSocket } from './early.js';
-import { startEmbedBridge } from './embed-bridge.js';
 import { initI18n, t } from './i18n.js';
 import { firstTrack, getLocalMedia, loadDeviceChoice, stopStream } from './media.js';
 import { Mesh } from './mesh.js';
@@ -17,7 +16,6 @@ import { initPrejoin } from './prejoin.js';
 
 const NAME_MAX = 64;
 const JOIN_TIMEOUT_MS = 10000;
-const SIGNAL_TIMEOUT_MS = 10000;
 const LEAVE_TIMEOUT_MS = 1000;
 // Failed attempts at a *first* connection before we stop Socket.IO's automatic retries and hand the
 // choice back to the person ("Try again"). Once someone was in the call we keep retrying instead
@@ -464,15 +462,14 @@ function teardownMesh() {
 
 // ------------------------------------------------------------------------------------ signaling
 
-// Emit one signaling message for the mesh. Refusals come back in the ack; most are harmless races
-// (the peer just left), so only the ones a person can act on become messages.
+// Emit one signaling message for the mesh, without asking for an ack: a refusal also arrives as a
+// `signal-error` event (handled in connect()), and an ack per offer, answer and ICE candidate would cost
+// the server a message each. Most refusals are harmless races (the peer just left), so only the ones a
+// person can act on become messages.
 function signal(event, payload) {
   const s = socket;
   if (!s || !s.connected) return;
-  s.timeout(SIGNAL_TIMEOUT_MS).emit(event, payload, (err, ack) => {
-    if (s !== socket || err) return;
-    if (ack && ack.ok === false) onSignalRefused(ack.error);
-  });
+  s.emit(event, payload);
 }
 
 function onSignalRefused(code) {
@@ -747,8 +744,16 @@ const endViews = {
 // What happens in the call, for listeners outside this module (embed-bridge.js tells an embedding
 // page). Event names, random peer ids, counts and codes only: never a typed name, never an address.
 const roomListeners = new Set();
+// In a frame, embed-bridge.js loads after this module (a page that is not framed never loads it):
+// what happens before it listens is kept for it (a rejoin after a reload can be that quick).
+const framed = window.parent !== window;
+let unheard = framed ? [] : null;
 
 function announce(event, data = {}) {
+  if (unheard && roomListeners.size === 0) {
+    if (unheard.length < 50) unheard.push([event, data]);
+    return;
+  }
   for (const listener of roomListeners) listener(event, data);
 }
 
@@ -829,15 +834,25 @@ function main() {
   els.rejoin.addEventListener('click', rejoin);
   $('full-retry').addEventListener('click', rejoin);
   // Shown in an iframe on a controller's site: tell that site what happens (embed-bridge.js).
-  startEmbedBridge({
-    roomStatus,
-    subscribe: (listener) => {
-      roomListeners.add(listener);
-      return () => roomListeners.delete(listener);
-    },
-    command: (name) => COMMANDS.get(name)?.(),
-    state: () => api.state,
-  });
+  if (framed) {
+    import('./embed-bridge.js')
+      .then(({ startEmbedBridge }) =>
+        startEmbedBridge({
+          roomStatus,
+          subscribe: (listener) => {
+            roomListeners.add(listener);
+            for (const [event, data] of unheard?.splice(0) ?? []) listener(event, data);
+            unheard = null;
+            return () => roomListeners.delete(listener);
+          },
+          command: (name) => COMMANDS.get(name)?.(),
+          state: () => api.state,
+        }),
+      )
+      .catch(() => {
+        unheard = null; // the call works; the embedding page just hears nothing
+      });
+  }
   // Closing the tab: tell the server now rather than after its timeout, and free the devices.
   window.addEventListener('pagehide', () => {
     const s = socket;
