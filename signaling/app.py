@@ -21,6 +21,7 @@ from signaling.redis_membership import RedisMembership
 from signaling.rooms import RoomRegistry
 from signaling.settings import SignalingSettings
 from signaling.sio import SignalingService
+from signaling.sio_manager import JsonPacket, LocalManager, RedisManager, SocketIOServer
 
 
 class ClientMissing(RuntimeError):
@@ -94,17 +95,19 @@ def create_app(
         )
     app = web.Application(middlewares=[private_access_log, security_headers], client_max_size=64 * 1024)
     rooms: Membership
-    manager: socketio.AsyncRedisManager | None = None
+    manager: LocalManager | RedisManager
     if settings.redis_url:
         # Several nodes: seats in Redis, and events to a peer on any node through Redis pub/sub.
         rooms = RedisMembership.from_url(settings.redis_url, settings.redis_prefix, settings.room_capacity)
-        manager = socketio.AsyncRedisManager(settings.redis_url, channel=f"{settings.redis_prefix}socketio",
-                                             logger=_quiet_logger("kijkmee.socketio.redis"))
+        manager = RedisManager(settings.redis_url, channel=f"{settings.redis_prefix}socketio",
+                               logger=_quiet_logger("kijkmee.socketio.redis"))
     else:
         rooms = LocalMembership(RoomRegistry(settings.room_capacity))
-    sio = socketio.AsyncServer(
+        manager = LocalManager()
+    sio = SocketIOServer(
         async_mode="aiohttp",
         client_manager=manager,
+        serializer=JsonPacket,
         max_http_buffer_size=settings.max_message_bytes,
         cors_allowed_origins=_same_origin(settings),
         logger=_quiet_logger("kijkmee.socketio"),

@@ -13,6 +13,8 @@ once admit exactly the room's capacity. Keys (all under a prefix, default `kijkm
     held          held seats (sorted set, scored by the end of their grace period)
     rooms, peers  sets of active rooms and seated peers, for the counts
 
+The heartbeat is sent from a thread of its own (`start`), so a node whose event loop lags for seconds
+under load is not taken for dead; it stops only when the loop has not turned for LOOP_STALL seconds.
 A node that stops beating is dead: its live seats are freed by the next join into their room (inside
 the join script) or by any live node's periodic sweep, which also frees held seats whose grace period
 ended when the node that held them is gone. Times come from Redis's own clock (TIME), so the nodes'
@@ -23,21 +25,29 @@ themselves, so this needs one Redis primary (with replicas or Sentinel if wanted
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
+import threading
+import time
 from typing import Any
 
+import redis
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from signaling.errors import AlreadyJoined, RoomFull, UnknownPeer
 from signaling.membership import Freed, Joined, Seat, TakenBack
 from signaling.rooms import Participant
+from signaling.sio_manager import redis_pool
 
 NODE_TTL = 12.0
 """Seconds without a heartbeat after which a node counts as dead."""
 BEAT = 3.0
 """Seconds between heartbeats (and sweeps)."""
+LOOP_STALL = 60.0
+"""Seconds the event loop may go without a turn before the heartbeat thread stops beating for it: a node
+that is busy (seconds of lag under load) stays alive, a node whose loop is stuck is let die."""
 SWEEP_LIMIT = 500
 """Most seats one sweep script frees, so Redis is never blocked long; the sweep repeats until done."""
 
@@ -220,7 +230,10 @@ class RedisMembership:
     maintenance_interval: float | None = BEAT
 
     def __init__(self, client: aioredis.Redis, prefix: str = "kijkmee:", capacity: int = 3,
-                 node_id: str | None = None, node_ttl: float = NODE_TTL) -> None:
+                 node_id: str | None = None, node_ttl: float = NODE_TTL, *, beat_url: str | None = None,
+                 loop_stall: float = LOOP_STALL) -> None:
+        """With `beat_url` (the same Redis as `client`), `start` beats from a thread every node_ttl / 4
+        seconds; without, the heartbeat is sent by `is_live` (the maintenance loop) only."""
         if not 1 <= capacity <= 3:
             raise ValueError("capacity must be between 1 and 3")
         self.redis = client
@@ -230,6 +243,16 @@ class RedisMembership:
         self.node_id = node_id or secrets.token_hex(8)
         self.node_ttl = node_ttl
         self._beaten = False
+        self._beat_url = beat_url
+        self._loop_stall = loop_stall
+        self._beater: threading.Thread | None = None
+        self._stop_beating = threading.Event()
+        self._loop_turned = time.monotonic()
+        """When the event loop last ran our tick (read by the heartbeat thread)."""
+        self._ticker: asyncio.TimerHandle | None = None
+        self._lapses = 0
+        """Beats of the thread that found the previous heartbeat run out (written by the thread only)."""
+        self._lapses_seen = 0
         self._freed_meanwhile: list[Freed] = []
         self._join = client.register_script(_JOIN)
         self._set_session = client.register_script(_SET_SESSION)
@@ -243,7 +266,8 @@ class RedisMembership:
     @classmethod
     def from_url(cls, url: str, prefix: str = "kijkmee:", capacity: int = 3) -> RedisMembership:
         """redis://host:port/db, rediss://… (TLS; ssl_ca_certs=… in the query for a private CA), unix://…"""
-        return cls(aioredis.Redis.from_url(url, decode_responses=True, health_check_interval=30), prefix, capacity)
+        client = aioredis.Redis.from_pool(redis_pool(url, decode_responses=True, health_check_interval=30))
+        return cls(client, prefix, capacity, beat_url=url)
 
     async def _run(self, script: Any, *args: str | int | float) -> Any:
         return await script(keys=[], args=[self.prefix, *args])
@@ -259,9 +283,46 @@ class RedisMembership:
 
     async def start(self) -> None:
         await self.heartbeat()
+        if self._beat_url is None or self._beater is not None:
+            return
+        self._tick()
+        self._beater = threading.Thread(target=self._beat_forever, args=(self._beat_url,),
+                                        name="kijkmee-heartbeat", daemon=True)
+        self._beater.start()
+
+    def _tick(self) -> None:
+        """Note that the event loop turns, every beat (the thread beats only while it does)."""
+        self._loop_turned = time.monotonic()
+        self._ticker = asyncio.get_running_loop().call_later(self.node_ttl / 4, self._tick)
+
+    def _beat_forever(self, url: str) -> None:
+        """The heartbeat thread: independent of the event loop, so busy work cannot delay it."""
+        interval = self.node_ttl / 4
+        key = f"{self.prefix}node:{self.node_id}"
+        client = redis.Redis.from_url(url, socket_timeout=interval, socket_connect_timeout=interval)
+        try:
+            while not self._stop_beating.wait(interval):
+                if time.monotonic() - self._loop_turned > self._loop_stall:
+                    continue  # the loop is stuck: let this node be taken for dead
+                try:
+                    if client.set(key, "1", px=int(self.node_ttl * 1000), get=True) is None:
+                        self._lapses += 1
+                except (RedisError, OSError):
+                    continue  # Redis away for a moment: the next beat tries again
+        finally:
+            client.close()
+
+    async def _stop_beater(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+        if self._beater is not None:
+            self._stop_beating.set()
+            await asyncio.to_thread(self._beater.join, self.node_ttl)
+            self._beater = None
 
     async def close(self, *, forget_node: bool = False) -> None:
         """Stop. With `forget_node`, drop the heartbeat now so the others free this node's seats at once."""
+        await self._stop_beater()
         try:
             if forget_node:
                 await self.redis.delete(f"{self.prefix}node:{self.node_id}")
@@ -344,4 +405,8 @@ class RedisMembership:
                 return freed
 
     async def is_live(self) -> bool:
-        return await self.heartbeat()
+        if self._beater is None:
+            return await self.heartbeat()
+        lapses = self._lapses
+        lapsed, self._lapses_seen = lapses != self._lapses_seen, lapses
+        return not lapsed

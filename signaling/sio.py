@@ -32,6 +32,7 @@ from signaling.errors import (
     RoomExpired,
     SignalingError,
     UnknownEvent,
+    UnknownPeer,
 )
 from signaling.membership import Freed, Membership
 from signaling.ratelimit import TokenBucket
@@ -329,7 +330,7 @@ class SignalingService:
         async def forward(connection: Connection, payload: Any) -> Reply:
             sender = self._require_joined(connection)
             message = parse_description(payload)
-            await self.rooms.check_can_signal(sender, message.to)
+            await self._check_can_signal(connection, sender, message.to)
             sdp = relay_only_sdp(message.sdp) if connection.relay_only else message.sdp
             await self._emit_to_peer(message.to, kind, {"from": sender, "sdp": sdp})
             return {}
@@ -339,7 +340,7 @@ class SignalingService:
     async def _candidate(self, connection: Connection, payload: Any) -> Reply:
         sender = self._require_joined(connection)
         message = parse_candidate(payload)
-        await self.rooms.check_can_signal(sender, message.to)
+        await self._check_can_signal(connection, sender, message.to)
         if connection.relay_only and message.candidate is not None \
                 and not is_relay_candidate(str(message.candidate.get("candidate") or "")):
             return {"dropped": True}  # not a relay candidate: it would show this person's address
@@ -357,6 +358,18 @@ class SignalingService:
         self._require_joined(connection)
         await self._depart(connection)
         return {}
+
+    async def _check_can_signal(self, connection: Connection, sender: str, target: str) -> None:
+        """UnknownPeer unless `target` is another participant of the sender's room. When the target is
+        connected here, this node's own record of both connections answers (no Redis round trip for each
+        offer, answer and candidate); otherwise the membership does."""
+        sid = self.sio.manager.connected_member(peer_room(target))
+        other = self._connections.get(sid) if sid is not None else None
+        if other is None or other.peer_id != target:
+            await self.rooms.check_can_signal(sender, target)
+            return
+        if sender == target or other.room_id is None or other.room_id != connection.room_id:
+            raise UnknownPeer()
 
     def _require_joined(self, connection: Connection) -> str:
         if connection.peer_id is None:
@@ -386,7 +399,8 @@ class SignalingService:
             await self.store.extend_room(freed.seat.room_id, now + self.settings.room_ttl)
 
     async def _emit_to_peer(self, peer_id: str, event: str, data: dict[str, Any]) -> None:
-        await self.sio.emit(event, data, to=peer_room(peer_id))
+        # Straight to the peer when it is connected here; through Redis only when it is elsewhere.
+        await self.sio.manager.emit_to_single(event, data, peer_room(peer_id))
 
     async def end_room(self, room_id: str) -> int:
         """The controller ended the link (DELETE /api/v1/rooms/<id>, after the store ended it, so nobody

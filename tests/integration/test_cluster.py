@@ -193,8 +193,10 @@ async def test_participants_on_different_nodes_see_and_signal_each_other(cluster
     refused = await mallory.call("offer", {"to": a["self"], "sdp": SDP})
     assert refused["error"] == "unknown-peer"
     assert (await anna.call("offer", {"to": m["self"], "sdp": SDP}))["error"] == "unknown-peer"
+    assert (await mallory.call("offer", {"to": b["self"], "sdp": SDP}))["error"] == "unknown-peer"  # same node
+    assert (await bob.call("offer", {"to": m["self"], "sdp": SDP}))["error"] == "unknown-peer"
     await asyncio.sleep(0.3)
-    assert anna.received("offer") == [] and mallory.received("offer") == []
+    assert anna.received("offer") == [] and mallory.received("offer") == [] and len(bob.received("offer")) == 1
 
     assert (await bob.call("leave", {}))["ok"]
     assert await anna.wait_for("peer-left") == [{"id": b["self"]}]

@@ -1,0 +1,193 @@
+"""python-socketio's client managers, with what a server of thousands of connections needs.
+
+- **Rooms per connection.** python-socketio's `BaseManager.basic_disconnect` finds a connection's rooms by
+  copying and scanning the namespace's whole room table, and every connection is a room of its own: each
+  disconnect costs O(connections), so 10,000 connections closing at once (a node restart, a network cut)
+  cost O(n²) and keep the loop busy for tens of seconds. These managers keep the rooms of each connection,
+  and a disconnect leaves exactly those.
+- **Local delivery first** (`--redis`): python-socketio publishes every emit on Redis, also to a peer
+  connected to this very node (every node then decodes and drops it). `emit_to_single` delivers to a room
+  of one connection here when that connection is here, and publishes only otherwise.
+- **No task per event** to a room of one connection (`_DirectDelivery`), and no search of every outgoing
+  payload for bytes (`JsonPacket`).
+- **A cheap client monitor** (`SocketIOServer`): see `_EngineServer`.
+- **A bounded, blocking Redis pool**: redis-py's default pool refuses a command once 100 connections are
+  busy ("Too many connections"), which a few hundred disconnects at once reach; a blocking pool makes
+  them wait their turn instead (signaling/redis_membership.py's `redis_client` uses the same pool).
+
+Everything here relies on python-socketio 5's `rooms` table (`rooms[namespace][room]` maps sid → eio sid)
+and its `basic_*` methods, which the managers of python-socketio itself build upon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from typing import Any
+
+import engineio
+import redis.asyncio as aioredis
+import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+REDIS_MAX_CONNECTIONS = 64
+"""Redis connections of one node's pool (the pub/sub listener holds one of them)."""
+REDIS_POOL_TIMEOUT = 20.0
+"""Seconds a command waits for a free connection before it fails (Redis is then overloaded or away)."""
+
+
+class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
+    """python-engineio's server with a cheaper client monitor. Its own `_service_task` checks one socket's
+    pong deadline at a time and waits (a task and a timer) between each two, spreading a pass over
+    `ping_timeout`: 2,000 waits a second at 10,000 connections, and beyond 5,000 connections waits shorter
+    than uvloop's 1 ms timer resolution, which then do not wait at all: the monitor spun, a whole core at
+    10,000 idle connections. This one checks every socket once a second, yielding every 1,000."""
+
+    async def _service_task(self) -> None:
+        self.service_task_event = self.create_event()
+        period = min(1.0, self.ping_timeout / 5)
+        while not self.service_task_event.is_set():
+            try:
+                await asyncio.wait_for(self.service_task_event.wait(), timeout=period)
+                break
+            except TimeoutError:
+                pass
+            try:
+                for index, socket in enumerate(list(self.sockets.values())):
+                    if socket.closed:
+                        self.sockets.pop(socket.sid, None)
+                    elif not socket.closing:
+                        await socket.check_ping_timeout()  # closes it when its pong is overdue
+                    if index % 1000 == 999:
+                        await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # as python-engineio's own: log, keep monitoring
+                self.logger.exception("service task exception")
+
+
+class SocketIOServer(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server on `_EngineServer`."""
+
+    def _engineio_server_class(self) -> type[engineio.AsyncServer]:
+        return _EngineServer
+
+
+class JsonPacket(sio_packet.Packet):  # type: ignore[misc]
+    """Socket.IO packets whose data is never binary: we send only JSON (no bytes), so python-socketio's
+    recursive search of every outgoing payload for bytes is skipped. Binary packets from a client are
+    still decoded (and refused by the handlers, which take one JSON object)."""
+
+    uses_binary_events = False
+
+
+def redis_pool(url: str, **options: Any) -> aioredis.BlockingConnectionPool:
+    """A pool that makes commands wait for a free connection instead of failing when all are busy."""
+    return aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=REDIS_MAX_CONNECTIONS, timeout=REDIS_POOL_TIMEOUT, **options
+    )
+
+
+class _RoomsPerConnection:
+    """Mixin for a python-socketio manager: the rooms of each (namespace, sid), so leaving them all is
+    O(rooms of that connection). Must come before the manager class in the bases."""
+
+    rooms: dict[str | None, dict[Hashable, Any]]
+    callbacks: dict[str, Any]
+    pending_connect: dict[str | None, list[str]]
+    pending_disconnect: dict[str | None, list[str]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rooms_of: dict[tuple[str | None, str], set[Hashable]] = {}
+
+    def basic_enter_room(self, sid: str, namespace: str | None, room: Hashable, eio_sid: str | None = None) -> None:
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)  # type: ignore[misc]
+        self._rooms_of.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str | None, room: Hashable) -> None:
+        super().basic_leave_room(sid, namespace, room)  # type: ignore[misc]
+        rooms = self._rooms_of.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._rooms_of[(namespace, sid)]
+
+    def basic_disconnect(self, sid: str, namespace: str | None, **kwargs: Any) -> None:
+        """BaseManager.basic_disconnect without the scan of every room."""
+        if namespace not in self.rooms:
+            return
+        for room in list(self._rooms_of.get((namespace, sid), ())):
+            self.basic_leave_room(sid, namespace, room)
+        self.callbacks.pop(sid, None)
+        for pending in (self.pending_connect, self.pending_disconnect):
+            waiting = pending.get(namespace)
+            if waiting is not None and sid in waiting:
+                waiting.remove(sid)
+                if not waiting:
+                    del pending[namespace]
+
+    def get_rooms(self, sid: str, namespace: str | None) -> list[Hashable]:
+        return [room for room in self._rooms_of.get((namespace, sid), ()) if room is not None]
+
+    def connected_member(self, room: str, namespace: str = "/") -> str | None:
+        """The sid of a room's only member when it is connected to this node (not leaving), else None."""
+        members = self.rooms.get(namespace, {}).get(room)
+        if members is None or len(members) != 1:
+            return None
+        sid = next(iter(members))
+        return sid if self.is_connected(sid, namespace) else None  # type: ignore[attr-defined]
+
+
+class _DirectDelivery(socketio.AsyncManager):  # type: ignore[misc]
+    """AsyncManager.emit, without a task per recipient when a room has one member. python-socketio's
+    emit creates a task per recipient and waits for it: at least one turn of the event loop per event,
+    which under load made the Redis listener (one message at a time) fall seconds behind. Handing the
+    packet to the connection's Engine.IO queue does not wait for anything."""
+
+    async def emit(self, event: str, data: Any, namespace: str, room: Any = None, skip_sid: Any = None,
+                   callback: Any = None, to: Any = None, **kwargs: Any) -> None:
+        room = to or room
+        members = self.rooms.get(namespace, {}).get(room) if isinstance(room, str) else None
+        if members is None or len(members) != 1 or callback is not None or skip_sid is not None:
+            await super().emit(event, data, namespace, room=room, skip_sid=skip_sid, callback=callback, **kwargs)
+            return
+        if isinstance(data, tuple):
+            data = list(data)
+        elif data is not None:
+            data = [data]
+        else:
+            data = []
+        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace, data=[event, *data]).encode()
+        eio_sid = next(iter(members.values()))
+        for part in encoded if isinstance(encoded, list) else [encoded]:
+            await self.server._send_eio_packet(eio_sid, eio_packet.Packet(eio_packet.MESSAGE, part))
+
+
+class LocalManager(_RoomsPerConnection, _DirectDelivery):
+    """One node: every connection is here."""
+
+    async def emit_to_single(self, event: str, data: Any, room: str, namespace: str = "/") -> None:
+        """Emit to a room of at most one connection (on this node, or none)."""
+        await self.server.emit(event, data, to=room, namespace=namespace)
+
+
+class RedisManager(_RoomsPerConnection, socketio.AsyncRedisManager, _DirectDelivery):  # type: ignore[misc]
+    """Several nodes on one Redis: events to a connection on another node go through Redis pub/sub."""
+
+    def _redis_connect(self) -> None:
+        # AsyncRedisManager's own, with a bounded blocking pool (redis:// and rediss:// URLs; sentinel URLs
+        # keep python-socketio's default).
+        if "+sentinel" in self.redis_url.split("://", 1)[0]:
+            super()._redis_connect()
+            return
+        self.redis = aioredis.Redis.from_pool(redis_pool(self.redis_url, **self.redis_options))
+        self.pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
+        self.connected = True
+
+    async def emit_to_single(self, event: str, data: Any, room: str, namespace: str = "/") -> None:
+        """Emit to a room of at most one connection, on any node: straight to it when it is connected
+        here, else through Redis as python-socketio does."""
+        await self.server.emit(event, data, to=room, namespace=namespace,
+                               ignore_queue=self.connected_member(room, namespace) is not None)

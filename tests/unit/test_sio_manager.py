@@ -1,0 +1,96 @@
+"""signaling/sio_manager.py: python-socketio's manager bookkeeping, with a disconnect that does not scan every room."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import socketio
+
+from signaling.sio_manager import LocalManager, SocketIOServer
+
+
+async def _connected(manager: socketio.AsyncManager, count: int) -> list[str]:
+    socketio.AsyncServer(async_mode="aiohttp", client_manager=manager)  # the manager needs its server
+    sids = []
+    for i in range(count):
+        sid = await manager.connect(f"eio{i}", "/")
+        await manager.enter_room(sid, "/", f"peer:{i}")
+        sids.append(sid)
+    return sids
+
+
+def _state(manager: socketio.AsyncManager) -> dict[str, object]:
+    """The manager's bookkeeping, with python-socketio's random sids replaced by their eio sids."""
+    rooms = {
+        namespace: {room if room is None or room.startswith("peer:") else "own": sorted(members.values())
+                    for room, members in table.items()}
+        for namespace, table in manager.rooms.items()
+    }
+    return {"rooms": rooms, "callbacks": manager.callbacks, "pending_connect": manager.pending_connect,
+            "pending_disconnect": manager.pending_disconnect}
+
+
+async def test_it_keeps_the_same_rooms_as_python_socketios_own_manager() -> None:
+    ours, stock = LocalManager(), socketio.AsyncManager()
+    for manager in (ours, stock):
+        sids = await _connected(manager, 6)
+        await manager.enter_room(sids[0], "/", "shared")
+        await manager.enter_room(sids[1], "/", "shared")
+        await manager.leave_room(sids[2], "/", "peer:2")
+        manager.pre_disconnect(sids[3], "/")
+        for sid in (sids[0], sids[2], sids[3], sids[5]):
+            await manager.disconnect(sid, "/")
+        assert sorted(manager.get_rooms(sids[1], "/"), key=str) == sorted([sids[1], "peer:1", "shared"])
+        assert manager.get_rooms(sids[0], "/") == []
+    assert _state(ours) == _state(stock)
+    for sid in [sid for sid, _ in ours.get_participants("/", None)]:
+        await ours.disconnect(sid, "/")
+    assert ours.rooms == {} and ours._rooms_of == {}
+
+
+async def test_ten_thousand_disconnects_take_linear_time() -> None:
+    # python-socketio's own manager scans every room per disconnect: 14 s for these 10,000 on the
+    # development machine (1.4 ms each), against 0.05 s here.
+    manager = LocalManager()
+    sids = await _connected(manager, 10_000)
+    started = time.perf_counter()
+    for sid in sids:
+        await manager.disconnect(sid, "/")
+    assert time.perf_counter() - started < 2.0
+    assert manager.rooms == {}
+
+
+async def test_a_room_of_one_connected_member_is_found_here() -> None:
+    manager = LocalManager()
+    sids = await _connected(manager, 2)
+    assert manager.connected_member("peer:0") == sids[0]
+    assert manager.connected_member("peer:9") is None
+    await manager.enter_room(sids[1], "/", "peer:0")
+    assert manager.connected_member("peer:0") is None  # two members: not a room of one connection
+    manager.pre_disconnect(sids[1], "/")
+    assert manager.connected_member("peer:1") is None  # leaving
+
+
+class _FakeSocket:
+    def __init__(self, sid: str, *, closed: bool = False, overdue: bool = False) -> None:
+        self.sid, self.closed, self.closing, self.overdue, self.checked = sid, closed, False, overdue, 0
+
+    async def check_ping_timeout(self) -> bool:
+        self.checked += 1
+        if self.overdue:
+            self.closed = True
+            return False
+        return True
+
+
+async def test_the_client_monitor_closes_overdue_sockets_and_forgets_closed_ones() -> None:
+    server = SocketIOServer(async_mode="aiohttp", ping_timeout=1).eio
+    sockets = {"ok": _FakeSocket("ok"), "late": _FakeSocket("late", overdue=True),
+               "gone": _FakeSocket("gone", closed=True)}
+    server.sockets = dict(sockets)
+    task = asyncio.create_task(server._service_task())
+    await asyncio.sleep(0.5)  # a pass every ping_timeout / 5 s at most
+    assert sockets["ok"].checked >= 1 and sockets["late"].closed and "gone" not in server.sockets
+    server.service_task_event.set()
+    await asyncio.wait_for(task, 2)
