@@ -29,6 +29,10 @@ KIJKMEE_<NAME> (KIJKMEE_DATA_DIR=/var/lib/kijkmee). Flags win over the environme
 which wins over the file."""
 
 
+METAVARS = {"redis": "URL"}
+"""Placeholders in --help where the option's last word does not say what to give."""
+
+
 def _add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
     hints = typing.get_type_hints(cls)
     helps = option_help(cls)
@@ -51,7 +55,8 @@ def _add_options(parser: argparse.ArgumentParser, cls: type[Any]) -> None:
             parser.add_argument(flag, dest=name, action="append", metavar="VALUE", default=argparse.SUPPRESS,
                                 help=f"{text} (repeatable; default: {', '.join(map(str, default)) or 'none'})")
             continue
-        metavar = "N" if kind in (int, int | None, float, float | None) else name.upper().split("_")[-1]
+        metavar = ("N" if kind in (int, int | None, float, float | None)
+                   else METAVARS.get(name, name.upper().split("_")[-1]))
         parser.add_argument(flag, dest=name, metavar=metavar, default=argparse.SUPPRESS,
                             help=f"{text} (default: {shown})")
 

@@ -92,6 +92,7 @@ def test_cli_switches_turn_on_and_off_and_say_their_default(capsys: pytest.Captu
         main(["serve", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "Run a TURN relay inside this process (off: only turn_servers are handed out). (default: on;" in text
+    assert "--redis URL" in text and "--database-url URL" in text
 
 
 def test_tls_policy_context(tmp_path: Path) -> None:
