@@ -272,6 +272,8 @@ export function initPrejoin({ roomId, status, getStream, setStream, showMessage,
   // Listed while the person can choose; after "Join" the list waits (devicesStale) until the pre-join
   // screen is back, so the call's set-up doesn't share the CPU with it.
   let devicesStale = false;
+  // The network check's time came while a join was under way: it runs when the pre-join screen is back.
+  let checkDue = false;
 
   async function fillDevices() {
     const mediaDevices = globalThis.navigator?.mediaDevices;
@@ -372,6 +374,10 @@ export function initPrejoin({ roomId, status, getStream, setStream, showMessage,
       const track = firstTrack(getStream(), 'audio');
       if (track && !meter.context) meter.start(track);
       if (devicesStale) fillDevices();
+      if (checkDue) {
+        checkDue = false;
+        check.run();
+      }
     } else {
       meter.stop();
       check.abort();
@@ -415,7 +421,10 @@ export function initPrejoin({ roomId, status, getStream, setStream, showMessage,
 
   Promise.resolve(status).then((answer) => {
     if (answer?.state === 'expired') return;
-    setTimeout(() => lingering() && check.run(), CHECK_DELAY_MS);
+    setTimeout(() => {
+      if (lingering()) check.run();
+      else checkDue = true; // joining (or in the call): when the pre-join screen is back, if ever
+    }, CHECK_DELAY_MS);
   });
 
   return {

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, Route, ViewportSize, expect
+from playwright.sync_api import Browser, Page, Playwright, Route, ViewportSize, WebSocketRoute, expect
 
 from kijkmee.config import ServeConfig
 from kijkmee.storage import open_store
@@ -393,6 +393,35 @@ def point_at(served: Served, port: int, transports: set[str]) -> Callable[[Route
         route.fulfill(json=body, headers={"Cache-Control": "no-store"})
 
     return handle
+
+
+def test_the_check_waits_while_a_join_is_under_way_and_runs_when_the_screen_is_back(
+    served: Served, pages: People
+) -> None:
+    """The network check never runs while a join is under way (its three test connections would compete
+    with the call's own set-up). Here the join gets no answer (the test swallows it), so the page waits
+    out its time limit, says the server can't be reached and shows the pre-join screen again: only then
+    does the check run."""
+    checks: list[float] = []
+
+    def swallow_the_join(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+        ws.on_message(lambda m: None if isinstance(m, str) and re.match(r'^42\d*\["join"', m) else server.send(m))
+        server.on_message(ws.send)
+
+    def setup(page: Page) -> None:
+        page.context.route_web_socket(re.compile(r"/socket\.io/"), swallow_the_join)
+        page.on("request", lambda r: checks.append(time.monotonic()) if r.url.endswith("/check") else None)
+
+    page = pages.open(None, before=setup)
+    page.goto(served.link())
+    join(page)  # at once: well before the check's CHECK_DELAY_MS (1.2 s)
+    joined_at = time.monotonic()
+    wait_state(page, "error", timeout=30_000)  # the join's time limit (10 s) ran out
+    assert page.locator("#message").get_attribute("data-code") == "server-unreachable"
+    assert verdict(page) == "good"
+    # Not 1.2 s after the page came up, but once the join had given up (10 s after the click).
+    assert checks and min(checks) - joined_at > 5, "the check ran while the join was under way"
 
 
 def test_a_network_that_blocks_some_or_all_ways_gets_a_plain_verdict(served: Served, pages: People) -> None:
