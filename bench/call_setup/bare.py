@@ -15,7 +15,7 @@ probe in the same browsers, run for run. What kijkmee adds to a call's set-up is
 
 from __future__ import annotations
 
-import asyncio
+import datetime as dt
 import json
 import secrets
 import ssl
@@ -23,6 +23,9 @@ from collections import defaultdict
 from pathlib import Path
 
 from aiohttp import WSMsgType, web
+
+from kijkmee.devcert import ensure_dev_certificate
+from kijkmee.tls import TlsPolicy
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>bare call</title>
@@ -144,7 +147,7 @@ class BareServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self._context)
         await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        port = self._runner.addresses[0][1]
         self.url = f"https://127.0.0.1:{port}"
 
     async def stop(self) -> None:
@@ -157,21 +160,5 @@ class BareServer:
 
 def tls_context(folder: Path) -> ssl.SSLContext:
     """A server context like `kijkmee serve`'s: its TLS policy and a fresh self-signed certificate."""
-    import datetime as dt
-
-    from kijkmee.devcert import ensure_dev_certificate
-    from kijkmee.tls import TlsPolicy
-
     cert, key, _created = ensure_dev_certificate(folder, dt.datetime.now(dt.UTC))
     return TlsPolicy().server_context(cert, key)
-
-
-async def _selftest() -> None:  # pragma: no cover - a manual check: serves until interrupted
-    server = BareServer(tls_context(Path("/tmp/bare-call-cert")))
-    await server.start()
-    print(server.call_url())
-    await asyncio.Event().wait()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    asyncio.run(_selftest())

@@ -186,14 +186,20 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
 
 
+def summed_counts(answers: list[dict[str, Any]], field: str) -> dict[str, int]:
+    """The load processes' counts under `field` ({reason: count} each), added up."""
+    total: dict[str, int] = {}
+    for answer in answers:
+        for key, count in answer[field].items():
+            total[key] = total.get(key, 0) + count
+    return total
+
+
 def summarize_joins(answers: list[dict[str, Any]]) -> dict[str, Any]:
     latencies = [x for a in answers for x in a["latencies"]]
     lateness = [x for a in answers for x in a["lateness"]]
     negotiated = [x for a in answers for x in a["negotiated"]]
-    errors: dict[str, int] = {}
-    for answer in answers:
-        for key, count in answer["errors"].items():
-            errors[key] = errors.get(key, 0) + count
+    errors = summed_counts(answers, "errors")
     first = min(a["first"] for a in answers)
     last = max(a["last"] for a in answers)
     span = max(last - first, 1e-9)
@@ -280,10 +286,7 @@ async def nodes(work: Path, tag: str, count: int, shared: Shared | None) -> Asyn
 
 
 def connect_summary(answers: list[dict[str, Any]]) -> dict[str, Any]:
-    failures: dict[str, int] = {}
-    for answer in answers:
-        for key, count in answer["failures"].items():
-            failures[key] = failures.get(key, 0) + count
+    failures = summed_counts(answers, "failures")
     seconds = max(a["seconds"] for a in answers)
     connected = sum(a["connected"] for a in answers)
     return {"connected": connected, "connect_failures": failures, "connect_seconds": round(seconds, 1),
