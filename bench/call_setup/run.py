@@ -15,6 +15,11 @@ Side by side, in the same browsers and interleaved run for run, the same probe m
 three-way WebRTC call (bare.py: one page, one WebSocket, host candidates, nothing else). Its time is
 this machine's floor for a call set-up; the ratio kijkmee / bare says what kijkmee adds, whatever the
 machine. Both go to bench/results/call_setup.{json,md}.
+
+`--compare DIR` measures another checkout of kijkmee in the same runs, interleaved with this one and the
+bare call (e.g. a branch in a `git worktree`, with `npm ci` run in its client_web): on this machine the
+figure drifts by a sixth within an hour, so a change is judged against main side by side, never against
+an earlier run. Even so, the same code measured twice differs by up to ~6 % over 8-16 runs.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +161,10 @@ def report(result: dict[str, Any]) -> str:
         f"| {bare['median_s']:.3f} s | {result['ratio_to_bare']:.2f} | {result['overhead_s']:+.3f} s |\n\n"
         "| call | median | p90 | page load → join ready | join → admitted | admitted → first frames "
         "| machine CPU per set-up |\n|---|---|---|---|---|---|---|\n"
-        + row("kijkmee", ours) + row("bare WebRTC (bare.py)", bare) + "\n"
+        + row("kijkmee", ours)
+        + "".join(row(f"`--compare {name}` (kijkmee's median times {figures['ratio_to_kijkmee']:.3f})", figures)
+                  for name, figures in result["compare"].items())
+        + row("bare WebRTC (bare.py)", bare) + "\n"
         "Each figure: from a page's navigation start to the moment it has decoded a first video frame from "
         "both others, the slowest of the three people; the phases are medians over every person and run. "
         "*Machine CPU per set-up*: the CPU time every process on the machine spent from the first "
@@ -171,6 +180,29 @@ def report(result: dict[str, Any]) -> str:
     )
 
 
+def compared(figures: dict[str, object], ours_median: float, floor_median: float) -> dict[str, object]:
+    """A compared checkout's summary with its median as a ratio to the bare call's and to this checkout's."""
+    median = float(figures["median_s"])  # type: ignore[arg-type]
+    return {**figures, "ratio_to_bare": round(median / floor_median, 3),
+            "ratio_to_kijkmee": round(median / ours_median, 3)}
+
+
+def checkout_problem(checkout: Path) -> str | None:
+    """Why `checkout` can't be measured with this Python, or None: its own kijkmee and client files must
+    be what `python -m kijkmee` picks up there."""
+    if not (checkout / "kijkmee" / "__main__.py").is_file():
+        return "not a kijkmee checkout (no kijkmee/__main__.py)"
+    if not (checkout / "client_web" / "node_modules" / "socket.io-client").is_dir():
+        return "its client_web has no node_modules: run `npm ci` in it first"
+    probe = "import kijkmee, signaling; print(kijkmee.__file__); print(signaling.__file__)"
+    found = subprocess.run([sys.executable, "-c", probe], cwd=checkout, capture_output=True, text=True,
+                           env={**os.environ, "PYTHONPATH": str(checkout)}, check=False)
+    paths = [Path(line).resolve() for line in found.stdout.split()]
+    if found.returncode != 0 or len(paths) != 2 or not all(path.is_relative_to(checkout) for path in paths):
+        return f"its code is not what Python imports there ({found.stdout.strip() or found.stderr.strip()[-200:]})"
+    return None
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10, help="measured runs of each call (default 10)")
@@ -181,16 +213,27 @@ async def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="extra argument for `kijkmee serve`, e.g. --serve-arg=--no-embedded-relay (repeatable)")
+    parser.add_argument("--compare", action="append", default=[], type=Path, metavar="DIR",
+                        help="another kijkmee checkout to measure in the same runs (repeatable); its code and "
+                             "client files are served with this Python (see above)")
     args = parser.parse_args()
+    for checkout in args.compare:
+        problem = checkout_problem(checkout.resolve())
+        if problem:
+            print(f"--compare {checkout}: {problem}", file=sys.stderr)
+            return 2
     if not in_private_netns():
         print("run inside a loopback-only network namespace: make bench-call-setup", file=sys.stderr)
         return 2
     load_before = os.getloadavg()[0]  # other work on the machine: the bench shares its two cores
     work = Path(tempfile.mkdtemp(prefix="kijkmee-bench-"))
-    server = start_serve(work / "data", *args.serve_arg)
+    server = start_serve(work / "data", *args.serve_arg, checkout=ROOT)  # this checkout, wherever the bench runs from
+    others = {str(checkout.resolve()): start_serve(work / f"compare-{index}", *args.serve_arg,
+                                                   checkout=checkout.resolve())
+              for index, checkout in enumerate(args.compare)}
     bare = BareServer(tls_context(work / "bare-cert"))
     await bare.start()
-    measured: dict[str, list[list[dict[str, float]]]] = {"kijkmee": [], "bare": []}
+    measured: dict[str, list[list[dict[str, float]]]] = {"kijkmee": [], **{name: [] for name in others}, "bare": []}
     try:
         async with async_playwright() as playwright:
             # One browser per person, as three people on three devices have: in one browser, the three
@@ -204,7 +247,13 @@ async def main() -> int:
             async def bare_link() -> str:
                 return bare.call_url()
 
-            links = {"kijkmee": kijkmee_link, "bare": bare_link}
+            def other_link(url: str) -> Callable[[], Awaitable[str]]:
+                async def link() -> str:
+                    return f"{url}/r/{await create_room(url)}"
+                return link
+
+            links = {"kijkmee": kijkmee_link, **{name: other_link(other.url) for name, other in others.items()},
+                     "bare": bare_link}
             for _ in range(args.warmup):
                 for link in links.values():
                     await one_run(browsers, await link(), args.settle)
@@ -220,6 +269,8 @@ async def main() -> int:
     finally:
         await bare.stop()
         stop_serve(server)
+        for other in others.values():
+            stop_serve(other)
     ours, floor = summary(measured["kijkmee"]), summary(measured["bare"])
     ours_median, floor_median = float(ours["median_s"]), float(floor["median_s"])  # type: ignore[arg-type]
     result: dict[str, Any] = {
@@ -236,6 +287,7 @@ async def main() -> int:
         "overhead_s": round(ours_median - floor_median, 3),
         "kijkmee": ours,
         "bare": floor,
+        "compare": {name: compared(summary(measured[name]), ours_median, floor_median) for name in others},
         "machine": {"cpus": len(os.sched_getaffinity(0)), "load_average_1min_before": round(load_before, 1),
                     "python": platform.python_version(),
                     "chromium": subprocess.run([CHROMIUM, "--version"], capture_output=True, text=True,

@@ -59,15 +59,20 @@ class ServeProcess:
         return self.log_file.read_text(encoding="utf-8")
 
 
-def start_serve(data_dir: Path, *extra: str) -> ServeProcess:
-    """`kijkmee serve` as a user starts it, on a port the OS picks; the URL is read from what it prints."""
+def start_serve(data_dir: Path, *extra: str, checkout: Path | None = None) -> ServeProcess:
+    """`kijkmee serve` as a user starts it, on a port the OS picks; the URL is read from what it prints.
+
+    `checkout`: run another checkout's code and client files (a benchmark's comparison) with this
+    Python: it becomes the working directory (which `python -m` puts first on the path) and PYTHONPATH."""
     log_file = data_dir.parent / f"{data_dir.name}-stderr.log"
     data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
     process = subprocess.Popen(
         [sys.executable, "-m", "kijkmee", "serve", "--port", "0", "--turn-port", "0", "--turns-port", "0",
          "--data-dir", str(data_dir), *extra],
-        stdout=subprocess.PIPE, stderr=log_file.open("w"), text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=log_file.open("w"), text=True, env=env, cwd=checkout,
     )
     assert process.stdout is not None
     deadline = time.monotonic() + 30
