@@ -27,7 +27,7 @@ from typing import Any
 import aiohttp
 
 from kijkmee.relay_nodes import Choice, Fallback, NodeStatus, NodeView, RelayNodeSpec, choose_relay
-from signaling.settings import IceServersProvider
+from signaling.settings import IceServersProvider, credential_ttl
 from turn_relay.auth import mint_turn_credentials
 from turn_relay.stun import Message, MessageClass, Method, StunDecodeError, decode_message, encode_message
 
@@ -200,14 +200,14 @@ class RelayFleet:
     def urls(self, choice: Choice) -> list[str]:
         return [url for name in choice.nodes for url in self._members[name].spec.urls]
 
-    def provider(self, secret: bytes, ttl: int, extra_urls: Sequence[str] = ()) -> IceServersProvider:
+    def provider(self, secret: bytes, configured: int, extra_urls: Sequence[str] = ()) -> IceServersProvider:
         """The `iceServers` of each join: one node's URLs (plus any static extra ones), fresh credentials."""
 
-        def provide(peer_id: str) -> list[dict[str, Any]]:
+        def provide(peer_id: str, ttl: int | None = None) -> list[dict[str, Any]]:
             urls = [*self.urls(self.choose()), *extra_urls]
             if not urls:
                 return []
-            username, password = mint_turn_credentials(secret, peer_id, time.time(), ttl)
+            username, password = mint_turn_credentials(secret, peer_id, time.time(), credential_ttl(configured, ttl))
             return [{"urls": urls, "username": username, "credential": password}]
 
         return provide

@@ -29,6 +29,7 @@ from kijkmee.tls import TlsPolicy
 from metadata_store.service import DataHandling
 from signaling import SignalingSettings, create_app
 from signaling.admin_api import AdminSettings
+from signaling.settings import IceServersProvider, credential_ttl
 from turn_relay.auth import mint_turn_credentials
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "client_web"
@@ -86,19 +87,17 @@ def embedded_urls(config: ServeConfig, relay: RunningRelay) -> list[str]:
     return urls
 
 
-def ice_servers_provider(
-    config: ServeConfig, secret: bytes, relay: RunningRelay | None
-) -> Callable[[str], list[dict[str, Any]]]:
+def ice_servers_provider(config: ServeConfig, secret: bytes, relay: RunningRelay | None) -> IceServersProvider:
     """Per join: our own relay's turn:/turns: URLs (and configured extra ones) with fresh credentials."""
     urls: list[str] = list(config.turn_servers)
     if relay is not None:
         urls[:0] = embedded_urls(config, relay)
-    ttl = int(config.turn_credential_hours * 3600)
+    configured = int(config.turn_credential_hours * 3600)
 
-    def provide(peer_id: str) -> list[dict[str, Any]]:
+    def provide(peer_id: str, ttl: int | None = None) -> list[dict[str, Any]]:
         if not urls:
             return []
-        username, password = mint_turn_credentials(secret, peer_id, time.time(), ttl)
+        username, password = mint_turn_credentials(secret, peer_id, time.time(), credential_ttl(configured, ttl))
         return [{"urls": urls, "username": username, "credential": password}]
 
     return provide

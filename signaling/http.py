@@ -301,6 +301,9 @@ RELAY_CHECK_RATE = 0.2
 """Checks per second an address may start, on average."""
 RELAY_CHECK_BURST = 20
 """Checks an address may start at once."""
+RELAY_CHECK_CREDENTIAL_SECONDS = 300
+"""How long the network check's throwaway relay credentials work: a check takes seconds (the page gives
+up after 5), and a credential anyone can fetch from a room page is no free relay for hours."""
 
 
 def _relay_check(limiter: AddressLimiter) -> Handler:
@@ -322,7 +325,8 @@ def _relay_check(limiter: AddressLimiter) -> Handler:
         if room is None or room.expires_at <= settings.clock():
             return web.json_response({"state": "expired"}, status=404, headers=headers)
         throwaway = "check-" + secrets.token_urlsafe(12)
-        return web.json_response({"iceServers": settings.ice_servers(throwaway)}, headers=headers)
+        ice_servers = settings.ice_servers(throwaway, ttl=RELAY_CHECK_CREDENTIAL_SECONDS)
+        return web.json_response({"iceServers": ice_servers}, headers=headers)
 
     return check
 

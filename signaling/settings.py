@@ -6,15 +6,25 @@ import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from metadata_store.subprocessors import DEFAULT_SUBPROCESSORS, SubProcessor
 
-IceServersProvider = Callable[[str], list[dict[str, Any]]]
-"""Given a peer id, the RTCIceServer dicts to hand that participant (our own STUN/TURN only)."""
+
+class IceServersProvider(Protocol):
+    """Given a peer id, the RTCIceServer dicts to hand that participant (our own STUN/TURN only), with
+    credentials valid for the configured time, or for `ttl` seconds when that is shorter (the pre-join
+    network check's throwaway credentials)."""
+
+    def __call__(self, peer_id: str, ttl: int | None = None) -> list[dict[str, Any]]: ...
 
 
-def no_ice_servers(peer_id: str) -> list[dict[str, Any]]:
+def credential_ttl(configured: int, shorter: int | None) -> int:
+    """Seconds a relay credential is valid: the configured time, or `shorter` when asked and shorter."""
+    return configured if shorter is None else max(1, min(configured, shorter))
+
+
+def no_ice_servers(peer_id: str, ttl: int | None = None) -> list[dict[str, Any]]:
     """Host candidates only: used until a relay is configured. Never a public STUN server."""
     return []
 

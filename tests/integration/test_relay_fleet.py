@@ -28,6 +28,7 @@ import pytest
 from kijkmee.config import ServeConfig
 from kijkmee.relay_nodes import NodeStatus, RelayNodeSpec
 from kijkmee.serve import RunningServer, running
+from signaling.http import RELAY_CHECK_CREDENTIAL_SECONDS
 from tests.conftest import IN_CI, free_port
 from tests.integration.sio_helpers import Participant, create_room
 from tests.turn_relay.udp_client import UdpTurnClient
@@ -229,6 +230,17 @@ async def test_joins_skip_a_dead_and_a_draining_node_and_the_credentials_work_on
                 assert relayed[0] == "127.0.0.1" and 42200 <= relayed[1] < 42300  # `healthy`'s relayed ports
                 status, body = await healthy.health()
                 assert status == 200 and body["allocations"] == 1
+
+            # The pre-join network check gets the chosen node too, with credentials that last minutes
+            # (a join's last the configured hours), and they work on that node.
+            async with aiohttp.ClientSession() as http, \
+                    http.get(f"{server.url}/r/{await create_room(server.url)}/check", ssl=False) as response:
+                (checked,) = (await response.json())["iceServers"]
+            assert tuple(checked["urls"]) == healthy.urls
+            assert time.time() < int(checked["username"].split(":")[0]) <= time.time() + RELAY_CHECK_CREDENTIAL_SECONDS
+            assert int(acks[0]["iceServers"][0]["username"].split(":")[0]) > time.time() + 3600
+            async with relay_through(checked):
+                pass
     finally:
         ongoing.close()
     logged = [(r.getMessage(), getattr(r, "node", None)) for r in caplog.records if r.name == "kijkmee.fleet"]
