@@ -614,6 +614,39 @@ function saveRejoinToken(token) {
   }
 }
 
+// A duplicated tab starts with a copy of the original's sessionStorage, rejoin token included: used, it
+// would take the original's seat away (the server hands a seat to whoever shows its token). So before a
+// page takes a seat back by itself, it asks the call's other tabs of this browser (BroadcastChannel:
+// same origin only) whether one of them is in the call with that token; if so, the token is not ours.
+const TAB_ANSWER_MS = 150;
+let tokenInDoubt = false; // while asking: a "Join" click meanwhile joins without the token
+const tabs = typeof BroadcastChannel === 'function' && pageRoomId ? new BroadcastChannel(`kijkmee.tabs.${pageRoomId}`) : null;
+tabs?.addEventListener('message', ({ data }) => {
+  const inCall = api.state === 'in-call' || api.state === 'joining';
+  if (data?.ask === 'seat' && inCall && typeof data.token === 'string' && data.token === readRejoinToken()) {
+    tabs.postMessage({ held: data.token });
+  }
+});
+
+/** Whether another tab of this browser is in the call with `token` (it answers within TAB_ANSWER_MS). */
+function heldByAnotherTab(token) {
+  if (!tabs) return Promise.resolve(false);
+  return new Promise((resolve) => {
+    const heard = ({ data }) => {
+      if (data?.held !== token) return;
+      tabs.removeEventListener('message', heard);
+      clearTimeout(timer);
+      resolve(true);
+    };
+    const timer = setTimeout(() => {
+      tabs.removeEventListener('message', heard);
+      resolve(false);
+    }, TAB_ANSWER_MS);
+    tabs.addEventListener('message', heard);
+    tabs.postMessage({ ask: 'seat', token });
+  });
+}
+
 function sendJoin(s) {
   setState('joining');
   joinPending = true;
@@ -621,7 +654,7 @@ function sendJoin(s) {
   reported = false;
   pending = [];
   const payload = { room: roomId };
-  const token = readRejoinToken();
+  const token = tokenInDoubt ? null : readRejoinToken();
   if (token) payload.rejoin = token;
   const name = cleanName(els.name.value);
   if (name) payload.name = name;
@@ -883,8 +916,20 @@ function main() {
   // An expired (or ended, or unknown) link: say so before anyone types; early.js never asked for the
   // camera (firstMedia comes back empty).
   roomStatus.then((status) => status?.state === 'expired' && api.state !== 'expired' && showLinkExpired());
-  // This tab was in the call a moment ago (a reload, a crash of the tab's page): go straight back in.
-  if (readRejoinToken()) startJoin();
+  // This tab was in the call a moment ago (a reload, a crash of the tab's page): go straight back in,
+  // unless the token is a duplicated tab's copy of one another tab still uses (heldByAnotherTab).
+  const token = readRejoinToken();
+  if (token) {
+    tokenInDoubt = true;
+    heldByAnotherTab(token).then((held) => {
+      tokenInDoubt = false;
+      if (held) {
+        if (readRejoinToken() === token) saveRejoinToken(null);
+      } else if (api.state === 'prejoin') {
+        startJoin();
+      }
+    });
+  }
 }
 
 main();

@@ -142,3 +142,36 @@ def test_three_people_call_a_fourth_is_turned_away_and_a_leave_frees_the_seat(
     assert '"route": "/r/{room}"' in logs  # the access log is on, and writes route templates only
     for secret in ("127.0.0.1", "Anna", "Carla", "Dirk", room_id, "Mozilla", "a=fingerprint"):
         assert secret not in logs
+
+
+def test_a_duplicated_tab_does_not_take_the_seat_of_the_tab_it_copies(serve: ServeProcess, people: People) -> None:
+    """A duplicated tab starts with a copy of the original's sessionStorage, rejoin token included. It
+    must not use it (that would throw the original out of the call): it waits on the pre-join screen,
+    and "Join" makes it a new participant beside the original."""
+    first = people.open(serve.url)
+    url = start_call(first, serve.url)
+    room = url.rsplit("/", 1)[1]
+    first.goto(url)
+    join(first)
+    wait_state(first, "in-call")
+    first_id = first.evaluate("window.kijkmee.selfId")
+    key = f"kijkmee.rejoin.{room}"
+    token = first.evaluate("k => sessionStorage.getItem(k)", key)
+    assert isinstance(token, str) and token
+
+    twin = first.context.new_page()  # same browser profile, as a duplicated tab is
+    twin.add_init_script(f"sessionStorage.setItem({json.dumps(key)}, {json.dumps(token)})")
+    twin.goto(url)
+    twin.wait_for_function("() => window.kijkmee !== undefined")
+    time.sleep(1.5)  # a page that takes its seat back does so at once: give it time to (wrongly) try
+    assert twin.evaluate("window.kijkmee.state") == "prejoin"
+    assert twin.evaluate("k => sessionStorage.getItem(k)", key) is None  # not its token: forgotten
+    assert first.evaluate("window.kijkmee.state") == "in-call"
+    assert first.evaluate("window.kijkmee.selfId") == first_id
+
+    join(twin)
+    wait_state(twin, "in-call")
+    assert twin.evaluate("window.kijkmee.selfId") not in (None, first_id)
+    for page in (first, twin):
+        expect(page.locator("#tiles .tile")).to_have_count(2)
+    assert first.evaluate("window.kijkmee.selfId") == first_id
