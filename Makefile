@@ -47,6 +47,12 @@ test: setup-test
 	$(BIN)/python -m pytest -m "not netns" $(PYTEST_ARGS)
 	$(NETNS) sh -c 'ip link set lo up && exec $(BIN)/python -m pytest -m netns $(PYTEST_ARGS)'
 
+# Refresh docs/screenshots from the browser tests that take them (make test leaves them alone).
+.PHONY: screenshots
+screenshots: setup-test
+	$(NETNS) sh -c 'ip link set lo up && KIJKMEE_DOCS_SCREENSHOTS=1 exec $(BIN)/python -m pytest -m netns \
+	  tests/e2e/test_browser_call.py tests/e2e/test_incall.py tests/e2e/test_prejoin.py tests/e2e/test_embed.py'
+
 lint: setup-test
 	$(BIN)/ruff check kijkmee signaling metadata_store turn_relay tests bench
 	$(BIN)/mypy

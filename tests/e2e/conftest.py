@@ -36,6 +36,17 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+DOCS_SCREENSHOTS = ARTIFACTS.parent / "docs" / "screenshots"
+UPDATE_DOCS_SCREENSHOTS = os.environ.get("KIJKMEE_DOCS_SCREENSHOTS") == "1"
+"""`make screenshots` sets it: the documentation's screenshots are then replaced by the ones these tests
+take. Otherwise they stay in test-artifacts/ only, so that `make test` leaves the checkout as it was."""
+
+
+def publish_screenshot(shot: Path) -> None:
+    """A screenshot the documentation shows (docs/screenshots/<same name>): replaced under `make screenshots`."""
+    if UPDATE_DOCS_SCREENSHOTS:
+        DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, DOCS_SCREENSHOTS / shot.name)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -10,7 +10,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from tests import stored
-from tests.e2e.conftest import ARTIFACTS, PEER_STATS_JS, People, ServeProcess
+from tests.e2e.conftest import ARTIFACTS, PEER_STATS_JS, People, ServeProcess, publish_screenshot
 
 pytestmark = pytest.mark.netns
 
@@ -88,6 +88,7 @@ def test_three_people_call_a_fourth_is_turned_away_and_a_leave_frees_the_seat(
 
     ARTIFACTS.mkdir(exist_ok=True)
     anna.screenshot(path=str(ARTIFACTS / "call-3way.png"))
+    publish_screenshot(ARTIFACTS / "call-3way.png")  # the README's picture
 
     # A fourth person, with a Dutch browser, gets a clear "this call is full" view in Dutch and no seat.
     dirk = people.open(url, locale="nl-NL")

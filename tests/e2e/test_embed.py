@@ -12,7 +12,6 @@ import concurrent.futures
 import datetime as dt
 import json
 import re
-import shutil
 import ssl
 import threading
 import time
@@ -37,6 +36,7 @@ from tests.e2e.conftest import (
     People,
     ServeProcess,
     launch_chromium,
+    publish_screenshot,
     start_serve,
     stop_serve,
     trusted_pki,
@@ -48,7 +48,6 @@ pytestmark = pytest.mark.netns
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "embed"
-DOCS_SCREENSHOTS = REPO / "docs" / "screenshots"
 SHOP_IP, OTHER_IP = "127.0.0.2", "127.0.0.3"
 PLACEHOLDER = "https://call.example.nl"
 ROOM_ID = re.compile(r"[A-Za-z0-9_-]{22,64}")
@@ -311,8 +310,7 @@ def save_screenshot(name: str, take: Any) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / name
     take(path=str(shot))
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, DOCS_SCREENSHOTS / name)
+    publish_screenshot(shot)
 
 
 # ------------------------------------------------------------------------------ tests

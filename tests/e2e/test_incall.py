@@ -16,13 +16,12 @@ import aioice.ice
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect
 
-from tests.e2e.conftest import ARTIFACTS, ServeProcess, launch_chromium
+from tests.e2e.conftest import ARTIFACTS, ServeProcess, launch_chromium, publish_screenshot
 from tests.e2e.mitm import Mitm, fingerprint, verification_code
 from tests.e2e.test_browser_call import join, start_call, wait_state
 
 pytestmark = pytest.mark.netns
 
-DOCS_SCREENSHOTS = ARTIFACTS.parent / "docs" / "screenshots"
 
 # Carla has a microphone but no camera: her getUserMedia never returns video.
 NO_CAMERA = """
@@ -264,10 +263,9 @@ def test_route_badge_quality_and_layout_on_desktop_and_a_phone(call: Call) -> No
     expect(call.bram.tile(call.anna).locator(".tile-quality")).to_have_attribute("aria-label", "Verbinding: goed")
 
     ARTIFACTS.mkdir(exist_ok=True)
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = call.anna.page
     page.screenshot(path=str(ARTIFACTS / "call-badges-desktop.png"))
-    (DOCS_SCREENSHOTS / "call-badges-desktop.png").write_bytes((ARTIFACTS / "call-badges-desktop.png").read_bytes())
+    publish_screenshot(ARTIFACTS / "call-badges-desktop.png")
 
     page.set_viewport_size({"width": 360, "height": 780})
     try:
@@ -279,7 +277,7 @@ def test_route_badge_quality_and_layout_on_desktop_and_a_phone(call: Call) -> No
         for other in (call.bram, call.carla):
             expect(call.anna.tile(other).locator(".tile-route")).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "call-badges-phone.png"), full_page=True)
-        (DOCS_SCREENSHOTS / "call-badges-phone.png").write_bytes((ARTIFACTS / "call-badges-phone.png").read_bytes())
+        publish_screenshot(ARTIFACTS / "call-badges-phone.png")
     finally:
         page.set_viewport_size({"width": 1280, "height": 800})
 

@@ -8,7 +8,6 @@ import asyncio
 import datetime as dt
 import json
 import re
-import shutil
 import socket
 import sqlite3
 import ssl
@@ -29,12 +28,19 @@ from kijkmee.storage import open_store
 from metadata_store.crypto import KeyStore, default_key_folder
 from metadata_store.service import DataHandling
 from tests.e2e.ca import Pki
-from tests.e2e.conftest import ARTIFACTS, People, ServeProcess, launch_chromium, start_serve, stop_serve
+from tests.e2e.conftest import (
+    ARTIFACTS,
+    People,
+    ServeProcess,
+    launch_chromium,
+    publish_screenshot,
+    start_serve,
+    stop_serve,
+)
 from tests.e2e.test_browser_call import join, wait_state
 
 pytestmark = pytest.mark.netns
 
-DOCS_SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 CONTROLLER = "acme"
 # In every user agent below, so the test can prove the server never wrote one down.
 UA_MARKER = "kijkmee-ua-marker-7c1e"
@@ -563,5 +569,4 @@ def test_screenshots_of_the_pre_join_check(served: Served, pages: People, name: 
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / f"prejoin-{name}.png"
     page.screenshot(path=str(shot), full_page=True)
-    DOCS_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(shot, DOCS_SCREENSHOTS / f"prejoin-{name}.png")
+    publish_screenshot(shot)
