@@ -11,6 +11,12 @@
 - **No task per event** to a room of one connection (`_DirectDelivery`), and no search of every outgoing
   payload for bytes (`JsonPacket`).
 - **A cheap client monitor** (`SocketIOServer`): see `_EngineServer`.
+- **No WebSocket compression** (`_UncompressedWebSocket`): every browser offers permessage-deflate and
+  aiohttp accepts it by default. It would compress, in one deflate context per connection, relay
+  credentials and ICE passwords beside text other people chose (names), the pattern of the CRIME and
+  BREACH attacks that made TLS give up compression; and it costs each connection a compressor and a
+  decompressor (about 120 KB more per connection, measured: 192 KB instead of 70 KB) and each message a
+  deflate or inflate (about 11 % more server work per join). Signaling messages are small: sent as they are.
 - **A bounded, blocking Redis pool**: redis-py's default pool refuses a command once 100 connections are
   busy ("Too many connections"), which a few hundred disconnects at once reach; a blocking pool makes
   them wait their turn instead (signaling/redis_membership.py's `redis_client` uses the same pool).
@@ -28,7 +34,9 @@ from typing import Any
 import engineio
 import redis.asyncio as aioredis
 import socketio
+from aiohttp import web
 from engineio import packet as eio_packet
+from engineio.async_drivers import aiohttp as eio_aiohttp
 from socketio import packet as sio_packet
 
 REDIS_MAX_CONNECTIONS = 64
@@ -37,12 +45,34 @@ REDIS_POOL_TIMEOUT = 20.0
 """Seconds a command waits for a free connection before it fails (Redis is then overloaded or away)."""
 
 
+class _UncompressedWebSocket(eio_aiohttp.WebSocket):  # type: ignore[misc]
+    """python-engineio's aiohttp WebSocket, answering the upgrade without permessage-deflate (see the top
+    of this file). Otherwise the same as python-engineio's own `WebSocket.__call__`."""
+
+    async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:
+        request = environ["aiohttp.request"]
+        self._sock = web.WebSocketResponse(max_msg_size=self.server.max_http_buffer_size, compress=False)
+        await self._sock.prepare(request)
+        self.environ = environ
+        await self.handler(self)
+        return self._sock
+
+
 class _EngineServer(engineio.AsyncServer):  # type: ignore[misc]
-    """python-engineio's server with a cheaper client monitor. Its own `_service_task` checks one socket's
-    pong deadline at a time and waits (a task and a timer) between each two, spreading a pass over
-    `ping_timeout`: 2,000 waits a second at 10,000 connections, and beyond 5,000 connections waits shorter
-    than uvloop's 1 ms timer resolution, which then do not wait at all: the monitor spun, a whole core at
-    10,000 idle connections. This one checks every socket once a second, yielding every 1,000."""
+    """python-engineio's server with uncompressed WebSockets (on aiohttp) and a cheaper client monitor.
+
+    The monitor: python-engineio's own `_service_task` checks one socket's pong deadline at a time and
+    waits (a task and a timer) between each two, spreading a pass over `ping_timeout`: 2,000 waits a
+    second at 10,000 connections, and beyond 5,000 connections waits shorter than uvloop's 1 ms timer
+    resolution, which then do not wait at all: the monitor spun, a whole core at 10,000 idle connections.
+    This one checks every socket once a second, yielding every 1,000."""
+
+    _async: dict[str, Any]  # python-engineio's table of its async driver (websocket, create_route, ...)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.async_mode == "aiohttp":  # this server's own copy of the driver table
+            self._async = {**self._async, "websocket": _UncompressedWebSocket}
 
     async def _service_task(self) -> None:
         self.service_task_event = self.create_event()

@@ -9,6 +9,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
 import pytest
 
 from tests import stored
@@ -228,3 +229,17 @@ async def test_a_failing_store_gives_a_clear_error_and_logs_no_personal_data(
     others = [await connect() for _ in range(3)]
     monkeypatch.undo()
     assert all([(await other.join(room))["ok"] for other in others])
+
+
+async def test_the_websocket_is_not_compressed_even_when_the_browser_offers_it(server: Server) -> None:
+    """Browsers offer permessage-deflate on every WebSocket. Signaling declines it: one deflate context
+    per connection would hold relay credentials beside names other people typed (the CRIME/BREACH
+    pattern), and cost each connection a compressor (signaling/sio_manager.py)."""
+    url = f"{server.url}/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(url, ssl=False, compress=15) as ws:  # offers permessage-deflate
+            assert ws.compress == 0
+            opened = await ws.receive_str(timeout=5)  # Engine.IO's open packet: the session works
+            assert opened.startswith('0{"sid":')
+            await ws.send_str("40")  # Socket.IO connect
+            assert (await ws.receive_str(timeout=5)).startswith('40{"sid":')
