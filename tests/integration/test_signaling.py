@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hmac
+import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -243,3 +244,29 @@ async def test_the_websocket_is_not_compressed_even_when_the_browser_offers_it(s
             assert opened.startswith('0{"sid":')
             await ws.send_str("40")  # Socket.IO connect
             assert (await ws.receive_str(timeout=5)).startswith('40{"sid":')
+
+
+async def test_frames_that_are_not_json_are_dropped_and_the_connection_goes_on(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Socket.IO frames whose JSON is broken or not strict (NaN) are malformed input: dropped, logged
+    once per connection without their content, and the same connection is still served."""
+    url = f"{server.url}/socket.io/?EIO=4&transport=websocket"
+    async with aiohttp.ClientSession() as session, session.ws_connect(url, ssl=False) as ws:
+        assert (await ws.receive_str(timeout=5)).startswith("0{")
+        await ws.send_str("40")
+        assert (await ws.receive_str(timeout=5)).startswith("40{")
+        for frame in ('421["join",{"room":', '422["join",{"room":NaN}]', '423["join","\\udc00"]'):
+            await ws.send_str(frame)
+        await ws.send_str('424["join",{"room":"' + "A" * 22 + '"}]')
+        frames = [await ws.receive_str(timeout=5)]
+        while not frames[-1].startswith("43"):  # the ack; before it a signal-error event (and maybe a ping)
+            frames.append(await ws.receive_str(timeout=5))
+        assert frames[-1].startswith('434[{"ok":false,"error":"room-expired"'), frames
+        assert [f for f in frames if f.startswith("42")] == [
+            '42["signal-error",{"error":"room-expired","event":"join",'
+            '"message":"This call link has expired or does not exist."}]']  # for the valid frame only
+    assert session_rows(server) == []
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warned] == ["dropped a malformed Socket.IO frame"]
+    assert "NaN" not in caplog.text and "udc00" not in caplog.text and not any(r.exc_info for r in warned)

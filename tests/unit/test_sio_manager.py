@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import socketio
+from socketio import packet as sio_packet
 
-from signaling.sio_manager import LocalManager, SocketIOServer
+from signaling.sio_manager import JsonPacket, LocalManager, SocketIOServer
 
 
 async def _connected(manager: socketio.AsyncManager, count: int) -> list[str]:
@@ -113,3 +115,18 @@ async def test_the_client_monitor_closes_overdue_sockets_and_forgets_closed_ones
     assert sockets["ok"].checked >= 1 and sockets["late"].closed and "gone" not in server.sockets
     server.service_task_event.set()
     await asyncio.wait_for(task, 2)
+
+
+def test_packets_carry_sdp_and_any_typed_name_intact_as_compact_json() -> None:
+    data = ["offer", {"to": "p1", "sdp": "v=0\r\na=ice-pwd:x\r\n", "name": "Zoë 🙂 \"Ann\" \\ </script>"}]
+    encoded = JsonPacket(sio_packet.EVENT, data=data, namespace="/").encode()
+    assert encoded.startswith('2["offer",{"to":"p1",') and ", " not in encoded  # compact, as python-socketio's
+    decoded = JsonPacket(encoded_packet=encoded)
+    assert decoded.packet_type == sio_packet.EVENT and decoded.data == data
+
+
+@pytest.mark.parametrize("frame", ['2["offer",{"to":"p1","n":NaN}]', '2["offer",Infinity]', '2["x","\\ud800"]',
+                                   '2["offer",{"to":', "2[1,2"])
+def test_packets_that_are_not_strict_json_are_malformed(frame: str) -> None:
+    with pytest.raises(ValueError):
+        JsonPacket(encoded_packet=frame)
