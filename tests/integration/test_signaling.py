@@ -9,10 +9,13 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
 
+from kijkmee.config import ServeConfig
+from kijkmee.serve import running
 from tests import stored
 from tests.conftest import Server
 from tests.integration.sio_helpers import Participant, create_room
@@ -270,3 +273,64 @@ async def test_frames_that_are_not_json_are_dropped_and_the_connection_goes_on(
     warned = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [r.getMessage() for r in warned] == ["dropped a malformed Socket.IO frame"]
     assert "NaN" not in caplog.text and "udc00" not in caplog.text and not any(r.exc_info for r in warned)
+
+
+async def test_a_connection_upgraded_from_long_polling_works_both_ways(server: Server, connect: Connect) -> None:
+    """A browser whose WebSocket was blocked at first starts on long-polling and upgrades later: that
+    connection keeps python-engineio's own path (queue and writer task), the others write directly."""
+    room = await create_room(server.url)
+    upgraded = Participant()
+    await upgraded.sio.connect(server.url, transports=["polling", "websocket"], wait_timeout=10)
+    try:
+        for _ in range(200):
+            if upgraded.sio.eio.current_transport == "websocket":
+                break
+            await asyncio.sleep(0.05)
+        assert upgraded.sio.eio.current_transport == "websocket"
+        other = await connect()
+        a, b = await upgraded.join(room, "Up"), await other.join(room)
+        assert (await upgraded.wait_for("peer-joined"))[0]["id"] == b["self"]
+        assert (await other.call("offer", {"to": a["self"], "sdp": SDP}))["ok"]
+        assert (await upgraded.wait_for("offer"))[0] == {"from": b["self"], "sdp": SDP}
+        assert (await upgraded.call("answer", {"to": b["self"], "sdp": SDP}))["ok"]
+        assert (await other.wait_for("answer"))[0] == {"from": a["self"], "sdp": SDP}
+    finally:
+        await upgraded.close()
+
+
+@pytest.fixture
+async def quick_ping_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Server]:
+    """A server that pings every second and gives a pong one second."""
+    monkeypatch.setattr("signaling.app.PING_INTERVAL_SECONDS", 1)
+    monkeypatch.setattr("signaling.app.PING_TIMEOUT_SECONDS", 1)
+    config = ServeConfig(port=0, turn_port=0, turns_port=0, data_dir=tmp_path / "data", seat_grace_seconds=0).validate()
+    async with running(config, say=False) as live:
+        yield Server(url=live.url, port=live.port, data_dir=config.data_dir)
+
+
+async def test_a_connection_that_goes_silent_is_closed_and_its_seat_freed(quick_ping_server: Server) -> None:
+    """A WebSocket whose other end stopped answering (a phone that lost its network) is read without a
+    timeout: the ping monitor must notice the missing pong, send CLOSE and close it, and free the seat."""
+    server = quick_ping_server
+    room = await create_room(server.url)
+    other = await Participant().connect(server.url)
+    try:
+        b = await other.join(room)
+        url = f"{server.url}/socket.io/?EIO=4&transport=websocket"
+        async with aiohttp.ClientSession() as session, session.ws_connect(url, ssl=False) as ws:
+            assert (await ws.receive_str(timeout=5)).startswith("0{")
+            await ws.send_str("40")
+            assert (await ws.receive_str(timeout=5)).startswith("40{")
+            await ws.send_str('420["join",{"room":"' + room + '"}]')
+            frames: list[str] = []
+            async with asyncio.timeout(15):
+                async for message in ws:  # never answers a ping ("2") with a pong ("3")
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        frames.append(message.data)
+            assert ws.closed
+        assert any(f.startswith("430[{\"ok\":true") for f in frames), frames
+        assert "2" in frames and frames[-1] == "1", frames  # pinged, then Engine.IO's CLOSE
+        left = await other.wait_for("peer-left")
+        assert left[0]["id"] != b["self"]
+    finally:
+        await other.close()

@@ -130,3 +130,20 @@ def test_packets_carry_sdp_and_any_typed_name_intact_as_compact_json() -> None:
 def test_packets_that_are_not_strict_json_are_malformed(frame: str) -> None:
     with pytest.raises(ValueError):
         JsonPacket(encoded_packet=frame)
+
+
+async def test_the_engineio_server_it_builds_writes_to_websockets_directly_and_uncompressed() -> None:
+    """The two overrides that hang on python-engineio's internals still take: a socket python-engineio
+    creates (engineio.async_socket.AsyncSocket, stored in `sockets` before first use) becomes one that
+    writes straight to its WebSocket, and the WebSocket driver is ours."""
+    from engineio import async_socket
+
+    from signaling.sio_manager import _DirectSocket, _UncompressedWebSocket
+
+    sio = SocketIOServer(async_mode="aiohttp")
+    eio = sio.eio
+    eio.sockets["a"] = async_socket.AsyncSocket(eio, "a")
+    assert type(eio.sockets["a"]) is _DirectSocket
+    assert eio._async["websocket"] is _UncompressedWebSocket
+    stock = socketio.AsyncServer(async_mode="aiohttp").eio  # python-socketio's own is left alone
+    assert stock._async["websocket"] is not _UncompressedWebSocket and type(stock.sockets) is dict
