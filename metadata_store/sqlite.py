@@ -191,16 +191,33 @@ def _param(value: Any) -> Any:
 
 
 class _SqliteTx:
+    """A transaction's statements. BEGIN IMMEDIATE goes to the worker thread together with the first
+    statement, not on a trip of its own (nothing else can run in between: the transaction holds the
+    database's lock): one thread round trip less per transaction, and a join makes three transactions
+    (about 10 % fewer server instructions per join, bench/signaling_load)."""
+
     def __init__(self, db: SqliteDb) -> None:
         self._db = db
+        self.begun = False  # set in the worker thread, read after its result has come back
+
+    async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if self.begun:
+            return await self._db.run(work)
+
+        def begin_then(c: sqlite3.Connection) -> T:
+            c.execute("BEGIN IMMEDIATE")
+            self.begun = True
+            return work(c)
+
+        return await self._db.run(begin_then)
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         params = tuple(_param(a) for a in args)
-        return await self._db.run(lambda c: c.execute(sql, params).fetchall())
+        return await self._run(lambda c: c.execute(sql, params).fetchall())
 
     async def execute(self, sql: str, *args: Any) -> int:
         params = tuple(_param(a) for a in args)
-        return await self._db.run(lambda c: c.execute(sql, params).rowcount)
+        return await self._run(lambda c: c.execute(sql, params).rowcount)
 
 
 class SqliteDb:
@@ -219,15 +236,18 @@ class SqliteDb:
 
     @asynccontextmanager
     async def transaction(self, snapshot: bool = False) -> AsyncIterator[_SqliteTx]:
-        # One connection, one transaction at a time: every transaction already sees one moment.
+        # One connection, one transaction at a time: every transaction already sees one moment. A body
+        # without statements touches nothing, so it has nothing to begin or commit.
         async with self._lock:
-            await self.run(lambda c: c.execute("BEGIN IMMEDIATE"))
+            tx = _SqliteTx(self)
             try:
-                yield _SqliteTx(self)
+                yield tx
             except BaseException:
-                await self.run(lambda c: c.execute("ROLLBACK"))
+                if tx.begun:
+                    await self.run(lambda c: c.execute("ROLLBACK"))
                 raise
-            await self.run(lambda c: c.execute("COMMIT"))
+            if tx.begun:
+                await self.run(lambda c: c.execute("COMMIT"))
 
     async def schema_version(self, tx: Tx) -> int:
         return int((await tx.fetch("PRAGMA user_version"))[0][0])
