@@ -82,8 +82,11 @@ bench-store: $(VENV)/.installed
 	$(BIN)/python -m bench.store.run $(BENCH_STORE_ARGS)
 
 # Signaling under load (bench/signaling_load/README.md): 10,000 participants held by one process, joins at
-# 500/s, join rate of one node and of two on Redis + PostgreSQL (127.0.0.1:6379 / :5432); ~10 min. Smoke run:
+# 500/s, join rate of one node and of two on Redis + PostgreSQL (127.0.0.1:6379 / :5432), and the server's
+# instructions per join under valgrind; ~12 min. Smoke run:
 #   make bench-signaling BENCH_SIGNALING_ARGS=--quick
 .PHONY: bench-signaling
 bench-signaling: $(VENV)/.installed client_web/node_modules/.package-lock.json
+	@command -v valgrind >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends valgrind >/dev/null; }
 	ulimit -n $$(ulimit -Hn) && $(BIN)/python bench/signaling_load/run.py $(BENCH_SIGNALING_ARGS)

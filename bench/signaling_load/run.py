@@ -13,6 +13,10 @@ Scenarios (each on a fresh `kijkmee serve` process, started as a user starts it)
   joins per load process): joins per second, and the server's CPU seconds per join.
 - throughput and latency again on one node and on two nodes sharing Redis (`--redis`) and one
   PostgreSQL database, calls spread over both nodes; the two-node / one-node ratio.
+- instructions: the server under valgrind's callgrind while `--instruction-joins` participants (default
+  300) join and negotiate: the instructions it executes per join. Unlike CPU time this does not change
+  with the machine's speed (which drifts several-fold here from day to day) or with what else runs, so
+  it compares code across runs and days (repeats within ~2 %). Skipped when valgrind is missing.
 
 Load processes (client.py) run beside the server on the same machine: on two cores they take a large
 share of the CPU, and the .md says so. Results: bench/results/signaling_load.json and .md.
@@ -73,19 +77,21 @@ class Serve:
     log: Path
 
 
-async def start_serve(work: Path, name: str, extra: Sequence[str] = ()) -> Serve:
+async def start_serve(work: Path, name: str, extra: Sequence[str] = (), prefix: Sequence[str] = (),
+                      timeout: float = 60) -> Serve:
+    """`kijkmee serve` on a free port; `prefix`: a command that runs it (valgrind)."""
     data = work / name
     log = work / f"{name}.log"
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "kijkmee", "serve", "--port", "0", "--turn-port", "0", "--turns-port", "0",
+        *prefix, sys.executable, "-m", "kijkmee", "serve", "--port", "0", "--turn-port", "0", "--turns-port", "0",
         "--data-dir", str(data), "--log-level", "warning", *extra,
         stdout=asyncio.subprocess.PIPE, stderr=log.open("w"), cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert process.stdout is not None
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        line = (await asyncio.wait_for(process.stdout.readline(), 60)).decode()
+        line = (await asyncio.wait_for(process.stdout.readline(), timeout)).decode()
         if not line:
             break
         found = re.search(r"Open (https://\S+) in your browser", line)
@@ -359,6 +365,53 @@ async def timed_joins(work: Path, tag: str, node_count: int, people: int, rate: 
     return result
 
 
+def callgrind_total(dump: Path) -> int:
+    """The instruction count of a callgrind dump (its `totals:` line)."""
+    for line in dump.read_text(errors="replace").splitlines():
+        if line.startswith("totals:"):
+            return int(line.split()[1])
+    raise ValueError(f"no totals in {dump}")
+
+
+async def instructions(work: Path, people: int, args: argparse.Namespace) -> dict[str, Any]:
+    """The server's instructions per join (callgrind), counted over the join round only: connecting
+    (TLS handshakes) and starting up are left out. Joins go 4 at a time per load process: under callgrind
+    the server runs about 50 times slower, and must still answer every ping."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        return {"skipped": "valgrind (callgrind) is not installed: apt-get install valgrind"}
+    dumps = work / "callgrind"
+    dumps.mkdir()
+    prefix = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={dumps}/cg.%p"]
+    server = await start_serve(work, "instructions", prefix=prefix, timeout=300)
+    pid = str(server.process.pid)
+
+    async def control(option: str) -> None:
+        done = await asyncio.create_subprocess_exec("callgrind_control", option, pid, stdout=asyncio.subprocess.DEVNULL,
+                                                    stderr=asyncio.subprocess.DEVNULL)
+        if await done.wait() != 0:
+            raise RuntimeError(f"callgrind_control {option} {pid} failed")
+
+    try:
+        rooms = await create_rooms(server.url, -(-people // 3))
+        workers = await Workers.start(assign(rooms, [server.url], args.workers))
+        try:
+            connect_summary(await workers.ask({"cmd": "connect", "window": 8}))
+            await asyncio.sleep(2.0)
+            await control("--instr=on")
+            joined = summarize_joins(await workers.ask({"cmd": "join", "start_at": time.time() + 0.5, "window": 4}))
+            await asyncio.sleep(2.0)  # the last negotiations
+            await control("--dump")
+            await control("--instr=off")
+        finally:
+            await workers.close()
+    finally:
+        await stop_serve(server)
+    total = callgrind_total(next(dumps.glob(f"cg.{pid}.1")))
+    return {"joins": joined["joins"], "errors": joined["errors"], "negotiated": joined["negotiated"],
+            "negotiations_expected": joined["negotiations_expected"], "instructions": total,
+            "million_instructions_per_join": round(total / max(joined["joins"], 1) / 1e6, 3)}
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "machine": machine(),
                                "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
@@ -387,6 +440,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             return block
 
         results["sqlite_1_node"] = await series("sqlite_1_node", 1, False)
+        print(f"instructions: {args.instruction_joins} joins under callgrind", flush=True)
+        results["instructions"] = await instructions(work, args.instruction_joins, args)
+        print(f"  {results['instructions']}", flush=True)
         why_not = await multi_node_unavailable()
         results["multi_node_skipped"] = why_not
         if why_not is None:
@@ -473,6 +529,16 @@ def report(results: dict[str, Any]) -> str:
         f"| memory per connection (RSS of serve before the first and with {cap['held_at_end']:,} connections) | "
         f"{cap['rss_per_connection_kb']} KB ({cap['rss_before_mb']} → {cap['rss_after_mb']} MB) | — | — |",
     ]
+    counted = results.get("instructions", {"skipped": "not measured"})
+    if "skipped" in counted:
+        lines.append(f"| server instructions per join (callgrind) | not measured: {counted['skipped']} | — | — |")
+    else:
+        speed = one["throughput"]["server_cpu_ms_per_join"]
+        lines.append(
+            f"| server instructions per join (callgrind, {counted['joins']:,} joins with their negotiation, one node, "
+            f"SQLite): the same whatever the machine's speed | {counted['million_instructions_per_join']} million "
+            f"(so this run's {speed} ms/join ran at about "
+            f"{counted['million_instructions_per_join'] / speed:.2f} million instructions per ms) | — | — |")
     if results.get("multi_node_skipped"):
         lines.append(f"| two nodes / one node, join rate | not run: {results['multi_node_skipped']} | "
                      f"≥ {GOALS['two_node_ratio']} | — |")
@@ -534,12 +600,15 @@ def main() -> int:
     parser.add_argument("--burst", type=int, default=3_000, help="participants of the throughput rounds")
     parser.add_argument("--window", type=int, default=16, help="joins in flight per load process (throughput)")
     parser.add_argument("--workers", type=int, default=2, help="load processes")
+    parser.add_argument("--instruction-joins", type=int, default=300,
+                        help="participants of the instruction count under callgrind (default 300)")
     parser.add_argument("--keep-logs", type=Path, metavar="FOLDER", help="copy the servers' logs there")
     parser.add_argument("--out", type=Path, help="results path without suffix (default: bench/results/signaling_load;"
                         " with --quick a temporary folder, so a smoke run never replaces the results)")
     args = parser.parse_args()
     if args.quick:
         args.participants, args.hold, args.rate_seconds, args.burst = 600, 3.0, 2.0, 900
+        args.instruction_joins = 60
     if args.out is None:
         args.out = Path(tempfile.gettempdir()) / "signaling_load.quick" if args.quick else RESULTS / "signaling_load"
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
