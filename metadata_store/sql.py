@@ -334,9 +334,16 @@ class SqlStore:
 
     async def open_session(
         self, room_id: str, ip: str, name: str | None, now: dt.datetime,
-        phone: str | None = None, email: str | None = None,
+        phone: str | None = None, email: str | None = None, together: Sequence[int] | None = None,
+        present: int | None = None,
     ) -> int:
-        """Record that someone joined: the address, and typed values only when they typed them."""
+        """Record that someone joined: the address, and typed values only when they typed them.
+        `together`: the sessions of the others in the call at that moment (signaling's join); `present`:
+        how many people are in it now (default: those sessions and this one; someone whose own session
+        is still being written has no session id yet but counts). The new session's participant count is
+        `present`, and the others' are raised to it, as note_participants does, in the same transaction.
+        `together` None: no count (unknown)."""
+        count = None if together is None else present or len(together) + 1
         async with self._db.transaction() as tx:
             rows = await tx.fetch("SELECT controller_id FROM rooms WHERE id = ?", room_id)
             if not rows:
@@ -345,9 +352,12 @@ class SqlStore:
             sealed = self._sealed(self._key(controller_id), {"ip": ip, "name": name, "phone": phone, "email": email})
             inserted = await tx.fetch(
                 "INSERT INTO sessions (controller_id, room_id, ip, ip_index, name, name_index, phone, phone_index,"
-                " email, email_index, joined_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                controller_id, room_id, *sealed, _utc(now),
+                " email, email_index, joined_at, participants) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " RETURNING id",
+                controller_id, room_id, *sealed, _utc(now), count,
             )
+            if together and count is not None:
+                await self._note_participants(tx, list(together), count)
             return int(inserted[0][0])
 
     async def close_session(self, session_id: int, now: dt.datetime, participants: int | None = None) -> None:
@@ -365,11 +375,15 @@ class SqlStore:
         if not ids:
             return
         async with self._db.transaction() as tx:
-            await tx.execute(
-                f"UPDATE sessions SET participants = ? WHERE id IN ({_in(ids)})"
-                " AND (participants IS NULL OR participants < ?) AND restricted_at IS NULL",
-                count, *ids, count,
-            )
+            await self._note_participants(tx, ids, count)
+
+    @staticmethod
+    async def _note_participants(tx: Tx, ids: list[int], count: int) -> None:
+        await tx.execute(
+            f"UPDATE sessions SET participants = ? WHERE id IN ({_in(ids)})"
+            " AND (participants IS NULL OR participants < ?) AND restricted_at IS NULL",
+            count, *ids, count,
+        )
 
     async def report_session(self, session_id: int, route: str | None, setup_ms: int | None) -> None:
         """Telemetry the browser reports: the route its media took and how long setup took."""

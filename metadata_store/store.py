@@ -10,7 +10,7 @@ transaction as the work, so there is no read or write without its entry.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -179,7 +179,8 @@ class MetadataStore(Protocol):
     async def extend_room(self, room_id: str, expires_at: dt.datetime) -> None: ...
     async def open_session(
         self, room_id: str, ip: str, name: str | None, now: dt.datetime,
-        phone: str | None = None, email: str | None = None,
+        phone: str | None = None, email: str | None = None, together: Sequence[int] | None = None,
+        present: int | None = None,
     ) -> int: ...
     async def close_session(self, session_id: int, now: dt.datetime, participants: int | None = None) -> None: ...
     async def note_participants(self, session_ids: Iterable[int], count: int) -> None: ...

@@ -258,9 +258,13 @@ class SignalingService:
             await self._depart(connection)
             raise NotJoined()
         await self.sio.enter_room(connection.sid, peer_room(participant.id))
+        # The call's size goes with the session row, in its transaction (it was a second one): telemetry
+        # that cannot fail apart from the row itself.
+        together = [seat.session_id for seat in joined.others if seat.session_id is not None]
         try:
             connection.session_id = await self.store.open_session(
-                room_id, connection.ip, name, now, phone=phone, email=email
+                room_id, connection.ip, name, now, phone=phone, email=email, together=together,
+                present=len(joined.others) + 1,
             )
             await self.rooms.set_session(participant.id, connection.session_id)
         except Exception:
@@ -272,11 +276,6 @@ class SignalingService:
         if connection.closed:  # disconnected while the row was written
             await self.store.close_session(connection.session_id, self.settings.clock())
             raise NotJoined()
-        together = [seat.session_id for seat in joined.others if seat.session_id is not None]
-        try:  # telemetry only: a failure here must not undo a join
-            await self.store.note_participants([*together, connection.session_id], len(joined.others) + 1)
-        except Exception as exc:
-            log.warning("could not note the call size", extra={"error": type(exc).__name__})
         for other in joined.others:
             await self._emit_to_peer(other.participant.id, "peer-joined",
                                      {"id": participant.id, "name": participant.name})

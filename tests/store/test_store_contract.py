@@ -116,6 +116,19 @@ async def test_closing_an_unknown_session_changes_nothing(store: SqlStore) -> No
     assert row.left_at is None
 
 
+async def test_a_join_counts_the_people_together_on_its_session_and_on_the_others(store: SqlStore) -> None:
+    await store.create_room(ROOM, T0, T0 + dt.timedelta(hours=24))
+    anna = await store.open_session(ROOM, "192.0.2.7", "Anna", T0, together=[])
+    bram = await store.open_session(ROOM, "192.0.2.8", None, T0, together=[anna])
+    cor = await store.open_session(ROOM, "192.0.2.9", None, T0, together=[anna, bram])
+    dirk = await store.open_session(ROOM, "192.0.2.10", None, T0, together=[cor])  # later, two together
+    # Someone joining at the same moment, whose own row is not written yet, counts without a session id.
+    eva = await store.open_session(ROOM, "192.0.2.12", None, T0, together=[dirk], present=3)
+    unknown = await store.open_session(ROOM, "192.0.2.11", None, T0)  # not through a join: no count
+    counts = {r.id: r.participants for r in await store.list_sessions()}
+    assert counts == {anna: 3, bram: 3, cor: 3, dirk: 3, eva: 3, unknown: None}  # a count never goes down
+
+
 async def test_a_session_needs_an_existing_room(store: SqlStore) -> None:
     with pytest.raises(NotFound, match="no such room"):
         await store.open_session(OTHER_ROOM, "192.0.2.7", None, T0)
