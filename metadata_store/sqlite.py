@@ -198,15 +198,18 @@ class _SqliteTx:
 
     def __init__(self, db: SqliteDb) -> None:
         self._db = db
-        self.begun = False  # set in the worker thread, read after its result has come back
+        # Whether BEGIN has been handed to the thread (maybe not yet run there): set here, before the
+        # await, so a body cancelled while its first statement waits still rolls back. The thread runs
+        # its work in order, so that ROLLBACK comes after the BEGIN.
+        self.begun = False
 
     async def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if self.begun:
             return await self._db.run(work)
+        self.begun = True
 
         def begin_then(c: sqlite3.Connection) -> T:
             c.execute("BEGIN IMMEDIATE")
-            self.begun = True
             return work(c)
 
         return await self._db.run(begin_then)
@@ -218,6 +221,12 @@ class _SqliteTx:
     async def execute(self, sql: str, *args: Any) -> int:
         params = tuple(_param(a) for a in args)
         return await self._run(lambda c: c.execute(sql, params).rowcount)
+
+
+def _rollback(c: sqlite3.Connection) -> None:
+    """ROLLBACK, unless BEGIN itself failed (the database was locked past the timeout): then there is none."""
+    if c.in_transaction:
+        c.execute("ROLLBACK")
 
 
 class SqliteDb:
@@ -244,7 +253,7 @@ class SqliteDb:
                 yield tx
             except BaseException:
                 if tx.begun:
-                    await self.run(lambda c: c.execute("ROLLBACK"))
+                    await self.run(_rollback)
                 raise
             if tx.begun:
                 await self.run(lambda c: c.execute("COMMIT"))

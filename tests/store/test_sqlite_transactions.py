@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -49,4 +51,39 @@ async def test_a_transaction_takes_one_thread_trip_per_statement_and_one_to_comm
         other.close()
     finally:
         monkeypatch.undo()
+        await store.close()
+
+
+async def test_a_transaction_cancelled_during_its_first_statement_leaves_nothing_open(tmp_path: Path) -> None:
+    """The BEGIN travels with the first statement. A body cancelled while that statement waits for the
+    store's thread, or while the thread runs it, must leave no transaction open (the next one would fail
+    with "cannot start a transaction within a transaction") and nothing written."""
+    store = await SQLiteStore.open(tmp_path / "data" / "kijkmee.sqlite3")
+    db = store._db
+
+    def slow(value: int) -> int:
+        time.sleep(0.3)
+        return value
+
+    try:
+        await db.run(lambda c: c.execute("CREATE TABLE scratch (x INTEGER)"))
+        await db.run(lambda c: c.create_function("slow", 1, slow))
+
+        async def body(sql: str) -> None:
+            async with db.transaction() as tx:
+                await tx.execute(sql)
+
+        # 1. Waiting behind other work in the thread; 2. running in the thread when the cancel comes.
+        busy = asyncio.ensure_future(db.run(lambda c: time.sleep(0.3)))
+        for sql in ("INSERT INTO scratch VALUES (1)", "INSERT INTO scratch VALUES (slow(2))"):
+            task = asyncio.ensure_future(body(sql))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            await busy
+            async with db.transaction() as tx:
+                assert await tx.fetch("SELECT count(*) FROM scratch") == [(0,)]
+            assert await db.run(lambda c: c.in_transaction) is False
+    finally:
         await store.close()
