@@ -10,8 +10,9 @@ made for the run, trusted through an NSS database under the browsers' own HOME: 
 every deployment's certificate is trusted. `--certificate dev` measures instead with `kijkmee serve`'s
 self-signed development certificate and the browsers told to ignore its errors: then every new TLS
 connection stops twice for Chromium's certificate-error handler (seen in a net log: up to ~115 ms on
-this busy machine), and the call page opens a connection for most of its 12 scripts and styles where
-the bare page opens two in all, so that set-up measures the test accommodation as much as kijkmee.
+this busy machine), and the call page opens up to six connections for its 12 scripts and styles where
+the bare page opens one (each also opens one for its WebSocket), so that set-up measures the test
+accommodation as much as kijkmee.
 
 Each run gets fresh browser contexts (no cache, no cookies: a first visit). Opening one is opening a
 browser window, and Chromium then starts that window's own pages (its omnibox pop-up, a WebUI of some
@@ -27,7 +28,8 @@ machine. Both go to bench/results/call_setup.{json,md}.
 `--compare DIR` measures another checkout of kijkmee in the same runs, interleaved with this one and the
 bare call (e.g. a branch in a `git worktree`, with `npm ci` run in its client_web): on this machine the
 figure drifts by a sixth within an hour, so a change is judged against main side by side, never against
-an earlier run. Even so, the same code measured twice differs by up to ~6 % over 8-16 runs.
+an earlier run. Even so, the same code measured twice differed by up to ~6 % over 8-16 runs on one
+machine, and its ratio to the bare call ranged from 1.37 to 1.86 between run sets of 10-16 on another.
 """
 
 from __future__ import annotations
