@@ -41,6 +41,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -372,6 +373,10 @@ async def main() -> int:
         if problem:
             print(f"--compare {checkout}: {problem}", file=sys.stderr)
             return 2
+    if args.certificate == "trusted" and shutil.which("certutil") is None:
+        print("--certificate trusted needs certutil (Debian's libnss3-tools; `make setup-test` installs it), "
+              "or measure with --certificate dev", file=sys.stderr)
+        return 2
     if not in_private_netns():
         print("run inside a loopback-only network namespace: make bench-call-setup", file=sys.stderr)
         return 2
