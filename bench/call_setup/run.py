@@ -389,7 +389,7 @@ async def main() -> int:
         pki = make_pki(work / "pki")
         serve_args += ["--cert-file", str(pki.cert_file), "--key-file", str(pki.key_file)]
         bare_context = TlsPolicy().server_context(pki.cert_file, pki.key_file)
-        launch_env = {"env": {"HOME": str(pki.home), "PATH": "/usr/bin:/bin"}}  # its NSS database trusts the CA
+        launch_env = {"env": pki.browser_env}
     else:
         bare_context = tls_context(work / "bare-cert")
     server = start_serve(work / "data", *serve_args, checkout=ROOT)  # this checkout, wherever the bench runs from

@@ -24,6 +24,11 @@ class Pki:
     home: Path
     """A HOME whose ~/.pki/nssdb trusts the CA."""
 
+    @property
+    def browser_env(self) -> dict[str, str]:
+        """The environment to start Chromium in so that it trusts the CA (and nothing of the real HOME)."""
+        return {"HOME": str(self.home), "PATH": "/usr/bin:/bin"}
+
 
 def _name(common: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])

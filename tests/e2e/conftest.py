@@ -129,7 +129,7 @@ def launch_chromium(playwright: Playwright, *, pki: Pki | None = None, extra_arg
     if pki is None:
         return playwright.chromium.launch(executable_path=CHROMIUM, args=args)
     return playwright.chromium.launch(executable_path=CHROMIUM, args=args,
-                                      env={"HOME": str(pki.home), "PATH": "/usr/bin:/bin"})
+                                      env=pki.browser_env)
 
 
 @pytest.fixture(scope="module")
